@@ -1,0 +1,1 @@
+"""target-miso: a Singer target that delivers warehouse clickstream to Miso.ai as interactions."""

@@ -1,0 +1,116 @@
+"""The one seam every preset plugs into: a source record in, zero or more interactions out."""
+
+from __future__ import annotations
+
+import collections
+import typing as t
+
+if t.TYPE_CHECKING:
+    from collections.abc import Mapping as MappingType
+
+#: An interaction held back by a mapping and the source record it came from.
+Held = tuple[dict[str, t.Any], dict[str, t.Any]]
+
+
+class MappingError(ValueError):
+    """A source record cannot be turned into an interaction; it goes to the rejects file."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        """Name the field at fault.
+
+        Args:
+            field: The source column or Miso field the problem is about.
+            reason: What is wrong with it, without the record's contents.
+        """
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class MappingConfigError(ValueError):
+    """A mapping's configuration is wrong; raised at start-up, before any record is read."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        """Name the setting at fault.
+
+        Args:
+            path: Where in the config, e.g. ``mappings.atomic-events.page_rules[0].pattern``.
+            reason: What is wrong and how to fix it.
+        """
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class Mapping:
+    """Turn the records of one stream into Miso interaction records.
+
+    Subclasses implement ``map``. A mapping that must see later records before it can
+    finish an interaction (page pings adding to a page view's duration, order lines
+    grouped into one checkout) holds it and gives it back from ``flush``, which the
+    target calls before every checkpoint, so no STATE ever passes a held record.
+
+    Interactions come out unvalidated: the sink normalizes nothing further, validates
+    each one against the interaction schema and sets invalid ones aside.
+    """
+
+    #: Name used in ``preset:`` settings and in logs.
+    preset: t.ClassVar[str] = ""
+
+    def __init__(
+        self,
+        options: MappingType[str, t.Any],
+        *,
+        stream_name: str,
+        config_path: str,
+    ) -> None:
+        """Read and check the options; raise MappingConfigError on any mistake.
+
+        Args:
+            options: This stream's mapping settings (without ``preset``).
+            stream_name: The Singer stream the mapping serves.
+            config_path: Where the options live in the config, for error messages.
+        """
+        self.options = options
+        self.stream_name = stream_name
+        self.config_path = config_path
+        #: Source records that gave no interaction on purpose, by reason (run summary).
+        self.skipped: collections.Counter[str] = collections.Counter()
+
+    def bind_schema(self, schema: dict[str, t.Any]) -> None:  # noqa: B027 - optional hook
+        """Look at the stream's SCHEMA once, e.g. to warn about columns that are ignored.
+
+        Args:
+            schema: The stream's JSON Schema from the SCHEMA message.
+        """
+
+    def map(self, record: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+        """Map one source record.
+
+        Args:
+            record: The record as read from the tap (nothing parsed yet).
+
+        Returns:
+            The interactions this record gives now, possibly none.
+
+        Raises:
+            MappingError: If the record cannot be mapped (it is set aside with the reason).
+        """
+        raise NotImplementedError
+
+    def flush(self) -> list[Held]:
+        """Give back every interaction held so far.
+
+        Returns:
+            Pairs of (interaction, source record).
+        """
+        return []
+
+    def commit(self) -> None:  # noqa: B027 - optional hook
+        """Everything handed out so far is now accepted by Miso or set aside on record.
+
+        Mappings that remember things across runs (e.g. event ids seen) persist them here.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources at the end of the run."""

@@ -1,0 +1,198 @@
+"""Value normalization shared by every mapping: timestamps, numbers, JSON text, empties.
+
+Sources disagree on how they write the same value (a datetime or a string with a space,
+``Decimal`` or a numeric string, a dict or its JSON text); Miso accepts one form. Each helper
+raises ``ValueError`` with a short reason when a value cannot be converted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+import typing as t
+
+from target_miso.schema import STRUCTURED_FIELDS
+
+_UTC = dt.timezone.utc
+# Already what Miso wants (the common case when a source is re-read): no parsing needed.
+_CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+_NUMBER_FIELDS = frozenset({"duration", "revenue", "rating"})
+
+
+def to_utc_timestamp(value: object) -> str:
+    """Write a point in time as Miso wants it: UTC, RFC 3339, milliseconds, ``Z``.
+
+    Args:
+        value: A ``datetime`` (naive values are taken as UTC) or an ISO 8601 string with
+            ``T`` or a space, with or without fraction and offset.
+
+    Returns:
+        For example ``2024-05-01T10:00:00.123Z``.
+
+    Raises:
+        ValueError: If the value is not a point in time.
+    """
+    if isinstance(value, str):
+        if _CANONICAL.match(value):
+            return value
+        text = value.strip()
+        if len(text) < 19:  # noqa: PLR2004 - shorter than YYYY-MM-DD HH:MM:SS
+            msg = f"{value!r} is not a date-time with seconds"
+            raise ValueError(msg)
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            msg = f"{value!r} is not an ISO 8601 date-time"
+            raise ValueError(msg) from None
+    elif isinstance(value, dt.datetime):
+        moment = value
+    else:
+        msg = f"{value!r} is not a date-time (give a datetime or an ISO 8601 string)"
+        raise ValueError(msg)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(_UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def to_number(value: object) -> int | float:
+    """Turn a Decimal, a numeric string or a number into a JSON number.
+
+    Args:
+        value: The value to convert.
+
+    Returns:
+        An int when the value is integral and was given as an int, else a float.
+
+    Raises:
+        ValueError: If the value is not numeric.
+    """
+    if type(value) is int or type(value) is float:
+        return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    msg = f"{value!r} is not a number"
+    raise ValueError(msg)
+
+
+def parse_json_text(value: object) -> object:
+    """Parse JSON text (as Snowflake taps and TSV files give objects and arrays).
+
+    Args:
+        value: A string holding JSON, or an already structured value.
+
+    Returns:
+        The structured value.
+
+    Raises:
+        ValueError: If a string is not valid JSON.
+    """
+    if isinstance(value, str):
+        stripped = value.strip()
+        if not stripped:
+            return None
+        try:
+            return json.loads(stripped, parse_float=float)
+        except json.JSONDecodeError:
+            msg = f"{_preview(value)} is not valid JSON"
+            raise ValueError(msg) from None
+    return value
+
+
+def plain(value: object) -> object:
+    """Make a value JSON-ready: Decimals become numbers, empties and nulls disappear.
+
+    Args:
+        value: Any value read from a Singer record.
+
+    Returns:
+        The cleaned value, or None when nothing is left of it.
+    """
+    kind = type(value)
+    if kind is str:
+        return value or None
+    if kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        cleaned = {}
+        for key, item in value.items():  # type: ignore[attr-defined]
+            item = plain(item)
+            if item is not None:
+                cleaned[key] = item
+        return cleaned or None
+    if kind is list:
+        items = [item for item in map(plain, value) if item is not None]  # type: ignore[call-overload]
+        return items or None
+    if isinstance(value, decimal.Decimal):
+        return to_number(value)
+    if isinstance(value, dt.datetime):
+        return to_utc_timestamp(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def normalize_field(field: str, value: object) -> object:
+    """Normalize one top-level interaction field by what Miso expects there.
+
+    Args:
+        field: The Miso field name.
+        value: The raw value.
+
+    Returns:
+        The normalized value, or None when the field should be dropped.
+
+    Raises:
+        ValueError: If the value cannot take the form Miso needs.
+    """
+    if value is None or value == "":
+        return None
+    if field == "timestamp":
+        return to_utc_timestamp(value)
+    if field in STRUCTURED_FIELDS:
+        value = parse_json_text(value)
+        if field == "quantities":
+            return _numbers(value)
+    elif field in _NUMBER_FIELDS:
+        return to_number(value)
+    return plain(value)
+
+
+def normalize_interaction(record: t.Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
+    """Normalize every field of an interaction-shaped record.
+
+    Args:
+        record: Field name to raw value.
+
+    Returns:
+        The normalized record and the reasons of fields that could not be normalized
+        (those fields keep their raw value so the rejects file shows it).
+    """
+    out: dict[str, object] = {}
+    problems: list[str] = []
+    for field, value in record.items():
+        try:
+            normalized = normalize_field(field, value)
+        except ValueError as error:
+            problems.append(f"{field}: {error}")
+            out[field] = plain(value)
+            continue
+        if normalized is not None:
+            out[field] = normalized
+    return out, problems
+
+
+def _numbers(value: object) -> object:
+    if isinstance(value, list):
+        return [to_number(item) for item in value if item is not None] or None
+    return to_number(value)
+
+
+def _preview(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
