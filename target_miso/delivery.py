@@ -1,0 +1,154 @@
+"""Concurrent delivery of batches to Miso, and the barrier that STATE waits for.
+
+The sink hands over full batches and goes on reading; up to ``max_concurrent_requests``
+batches are on the wire at once, so API latency does not serialize the run. ``settle()``
+is the barrier: it returns only when every batch handed over so far was accepted by Miso
+or its refused records were set aside, and raises if any batch could not be delivered.
+The target calls it before it writes a STATE message.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import typing as t
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+import orjson
+
+from target_miso.client import MisoResponseError
+
+if t.TYPE_CHECKING:
+    from target_miso.client import MisoClient
+    from target_miso.rejects import RejectsFile
+
+#: How many times the refused records of one batch are removed and the rest resent.
+_MAX_RECOVERY_ROUNDS = 3
+
+
+@dataclass(slots=True)
+class Batch:
+    """Encoded interactions for one request, with the source record of each."""
+
+    stream: str
+    records: list[bytes] = field(default_factory=list)
+    sources: list[t.Any] = field(default_factory=list)
+    size_bytes: int = 0
+
+    def add(self, encoded: bytes, source: object) -> None:
+        """Append one encoded interaction.
+
+        Args:
+            encoded: The interaction as compact JSON.
+            source: The source record it was mapped from (for the rejects file).
+        """
+        self.records.append(encoded)
+        self.sources.append(source)
+        self.size_bytes += len(encoded) + 1
+
+    def __len__(self) -> int:
+        """Return the number of interactions."""
+        return len(self.records)
+
+
+class Delivery:
+    """Sends batches on a small thread pool and keeps the count of what Miso accepted."""
+
+    def __init__(self, client: MisoClient, rejects: RejectsFile, max_concurrent: int) -> None:
+        """Start the worker pool.
+
+        Args:
+            client: The Miso API client (thread-safe).
+            rejects: Where records refused by Miso are set aside.
+            max_concurrent: Requests on the wire at once.
+        """
+        self._client = client
+        self._rejects = rejects
+        self._pool = ThreadPoolExecutor(max(max_concurrent, 1), thread_name_prefix="miso-post")
+        # Bounds the batches held in memory: one on the wire and one waiting per worker.
+        self._slots = threading.BoundedSemaphore(2 * max(max_concurrent, 1))
+        self._lock = threading.Lock()
+        self._pending: set[Future[None]] = set()
+        self._failure: BaseException | None = None
+        self.accepted: collections.Counter[str] = collections.Counter()
+
+    def submit(self, batch: Batch) -> None:
+        """Hand a batch over; blocks while the pool is saturated.
+
+        Args:
+            batch: The batch to send.
+        """
+        self.raise_if_failed()
+        self._slots.acquire()
+        future = self._pool.submit(self._deliver, batch)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._finished)
+
+    def settle(self) -> None:
+        """Wait until every batch handed over is delivered or set aside.
+
+        Raises:
+            BaseException: The first delivery failure, if any.
+        """
+        while True:
+            with self._lock:
+                pending = set(self._pending)
+            if not pending:
+                break
+            wait(pending)
+        self.raise_if_failed()
+
+    def raise_if_failed(self) -> None:
+        """Re-raise, in the caller's thread, the first failure of a worker.
+
+        Raises:
+            BaseException: That failure.
+        """
+        if self._failure is not None:
+            raise self._failure
+
+    def close(self) -> None:
+        """Stop the workers once they are idle."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _finished(self, future: Future[None]) -> None:
+        self._slots.release()
+        with self._lock:
+            self._pending.discard(future)
+            error = None if future.cancelled() else future.exception()
+            if error is not None and self._failure is None:
+                self._failure = error
+                # Batches not yet started would only add to what must be resent.
+                for other in self._pending:
+                    other.cancel()
+
+    def _deliver(self, batch: Batch) -> None:
+        records, sources = batch.records, batch.sources
+        for _ in range(_MAX_RECOVERY_ROUNDS):
+            result = self._client.upload_interactions(records)
+            refused = result.refused
+            for index, reasons in refused.items():
+                self._rejects.add(
+                    stream=batch.stream,
+                    reasons=reasons,
+                    source=sources[index],
+                    interaction=orjson.loads(records[index]),
+                    stage="miso",
+                )
+            if result.others_stored:
+                with self._lock:
+                    self.accepted[batch.stream] += len(records) - len(refused)
+                return
+            # A 422 stored nothing: set the refused records aside and send the rest again.
+            kept = [i for i in range(len(records)) if i not in refused]
+            records = [records[i] for i in kept]
+            sources = [sources[i] for i in kept]
+            if not records:
+                return
+        msg = (
+            f"stream '{batch.stream}': Miso still refused records of one batch after "
+            f"{_MAX_RECOVERY_ROUNDS} rounds of setting refused records aside"
+        )
+        raise MisoResponseError(msg)

@@ -1,0 +1,124 @@
+"""The rejects file: every record set aside, with its stream, contents and reasons.
+
+A record that Miso would refuse (or did refuse) never fails its batch: it is written here,
+one JSON object per line, and counted. Past ``max_rejects`` the run fails, because that
+many bad records usually means a wrong mapping rather than a few odd rows.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import decimal
+import json
+import os
+import threading
+import typing as t
+from pathlib import Path
+
+
+class TooManyRejectsError(RuntimeError):
+    """More records were set aside than ``max_rejects`` allows."""
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    return repr(value)
+
+
+def reason_key(reason: str) -> str:
+    """Reduce a reason to what it is about, without any value (the summary is logged).
+
+    Args:
+        reason: A reason such as ``"timestamp: '2024-13-01' is not ..."``.
+
+    Returns:
+        The part before the first colon, e.g. ``"timestamp"``.
+    """
+    return reason.partition(":")[0].strip() or "unknown"
+
+
+class RejectsFile:
+    """Append-only JSON Lines file of set-aside records; safe to use from several threads."""
+
+    def __init__(self, path: str | os.PathLike[str], max_rejects: int | None) -> None:
+        """Prepare the file; it is only created when the first record is set aside.
+
+        Args:
+            path: Where to write.
+            max_rejects: How many records may be set aside before the run fails
+                (None: no limit).
+        """
+        self.path = Path(path)
+        self.max_rejects = max_rejects
+        self.count = 0
+        self.by_reason: collections.Counter[str] = collections.Counter()
+        self._lock = threading.Lock()
+        self._file: t.IO[str] | None = None
+
+    def add(
+        self,
+        *,
+        stream: str,
+        reasons: list[str],
+        source: object,
+        interaction: object = None,
+        stage: str,
+    ) -> None:
+        """Set one record aside.
+
+        Args:
+            stream: The Singer stream it came from.
+            reasons: Why, one sentence per problem, each naming the field.
+            source: The source record as read from the tap.
+            interaction: The interaction it was mapped to, if it got that far.
+            stage: ``mapping``, ``validation`` or ``miso`` (refused by the API).
+
+        Raises:
+            TooManyRejectsError: When this record passes the ``max_rejects`` limit.
+        """
+        entry = {
+            "rejected_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "stream": stream,
+            "stage": stage,
+            "reasons": reasons,
+            "record": source,
+            "interaction": interaction,
+        }
+        line = json.dumps(entry, default=_json_default, ensure_ascii=False) + "\n"
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write(line)
+            self.count += 1
+            for reason in reasons[:1]:
+                self.by_reason[f"{stage}: {reason_key(reason)}"] += 1
+            if self.max_rejects is not None and self.count > self.max_rejects:
+                self._file.flush()
+                msg = (
+                    f"{self.count} records were set aside, more than max_rejects="
+                    f"{self.max_rejects}; see {self.path} for the records and reasons "
+                    "(a wrong mapping is the usual cause)"
+                )
+                raise TooManyRejectsError(msg)
+
+    def sync(self) -> None:
+        """Make everything written so far durable (called before each STATE)."""
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.sync()
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
