@@ -1,0 +1,297 @@
+"""preset: custom on an events table as tap-postgres emits it."""
+
+from __future__ import annotations
+
+import collections
+import decimal
+import hashlib
+
+import pytest
+
+from target_miso.mappings import MappingError, build_mapping
+from tests.mappings.fixtures import VALIDATOR, read_singer, run_stream
+
+STREAM = "public-events"
+
+#: The meltano.yml example of docs/mappings.md, as the target receives it.
+EVENTS_MAPPING = {
+    "preset": "custom",
+    "filter": "event_name != 'heartbeat'",
+    "dedup_key": "event_id",
+    "type": {
+        "column": "event_name",
+        "map": {
+            "product_view": "product_detail_page_view",
+            "add_to_cart": {
+                "type": "add_to_cart",
+                "fields": {"quantities": {"column": "quantity", "default": 1}},
+            },
+            "order": {
+                "type": "checkout",
+                "fields": {
+                    "product_ids": {"column": "items", "key": "sku"},
+                    "quantities": {"column": "items", "key": "qty"},
+                    "revenue": "order_total",
+                },
+            },
+            "search": {"type": "search", "fields": {"search.keywords": "search_query"}},
+        },
+    },
+    "fields": {
+        "user_id": "user_id",
+        "anonymous_id": "anonymous_id",
+        "timestamp": "occurred_at",
+        "product_ids": "product_id",
+        "context.page.url": "page_url",
+        "context.custom_context.note": "note",
+        "context.custom_context.source": {"const": "web"},
+    },
+}
+
+
+def test_events_table_gives_exactly_the_expected_interactions() -> None:
+    schema, records = read_singer("custom_events.singer")[STREAM]
+    interactions, mapping = run_stream({STREAM: EVENTS_MAPPING}, STREAM, schema, records)
+    assert interactions == [
+        {
+            "type": "product_detail_page_view",
+            "anonymous_id": "anon-1",
+            "timestamp": "2024-05-01T10:00:00.123Z",
+            "product_ids": ["sku-1"],
+            "context": {
+                "page": {"url": "https://shop.example/p/sku-1"},
+                "custom_context": {
+                    "note": "He said \"great\"\nthen left; 'quoted' \\ back\tslash",
+                    "source": "web",
+                },
+            },
+        },
+        {
+            "type": "add_to_cart",
+            "user_id": "u-7",
+            "anonymous_id": "anon-1",
+            "timestamp": "2024-05-01T10:01:00.000Z",
+            "product_ids": ["sku-1"],
+            "quantities": [2],
+            "context": {"custom_context": {"source": "web"}},
+        },
+        {
+            "type": "checkout",
+            "user_id": "u-7",
+            "anonymous_id": "anon-1",
+            "timestamp": "2024-05-01T08:05:00.500Z",
+            "product_ids": ["sku-1", "sku-2"],
+            "quantities": [2, 1],
+            "revenue": 25.5,
+            "context": {"custom_context": {"source": "web"}},
+        },
+        {
+            "type": "search",
+            "anonymous_id": "anon-2",
+            "timestamp": "2024-05-01T10:06:00.000Z",
+            "search": {"keywords": 'red "running" shoes'},
+            "context": {"custom_context": {"source": "web"}},
+        },
+        {
+            "type": "add_to_cart",
+            "user_id": "u-7",
+            "timestamp": "2024-05-01T10:09:00.000Z",
+            "product_ids": ["sku-3"],
+            "quantities": [1],
+            "context": {"custom_context": {"source": "web"}},
+        },
+    ]
+    assert mapping.skipped == collections.Counter(
+        {
+            "public-events: filtered out": 1,
+            "public-events: duplicate dedup_key": 1,
+            "public-events: type: 'newsletter_open' not in the map": 1,
+        },
+    )
+
+
+def test_ordered_rules_pick_the_first_matching_type() -> None:
+    mapping = build_mapping(
+        "clicks",
+        {
+            "clicks": {
+                "preset": "custom",
+                "type": [
+                    {"when": "action == 'like' and sku", "type": "like"},
+                    {
+                        "when": "action == 'rate'",
+                        "type": "rate",
+                        "fields": {"rating": "float(stars) / 2"},
+                    },
+                    {"when": "action == 'noise'", "type": "skip"},
+                    {
+                        "type": "custom",
+                        "fields": {"custom_action_name": "action.upper()"},
+                    },
+                ],
+                "fields": {"user_id": "uid", "product_ids": "sku"},
+            },
+        },
+    )
+    rows = [
+        {"uid": 1, "action": "like", "sku": 10},
+        {"uid": 1, "action": "like", "sku": None},
+        {"uid": 2, "action": "rate", "sku": "a", "stars": decimal.Decimal("7")},
+        {"uid": 2, "action": "noise", "sku": "a"},
+    ]
+    out = [i for row in rows for i in mapping.map(row)]
+    assert out == [
+        {"type": "like", "user_id": "1", "product_ids": ["10"]},
+        {"type": "custom", "user_id": "1", "custom_action_name": "LIKE"},
+        {"type": "rate", "user_id": "2", "product_ids": ["a"], "rating": 3.5},
+    ]
+    assert all(VALIDATOR.reasons(i) == [] for i in out)
+    assert mapping.skipped == collections.Counter({"clicks: type: skip": 1})
+
+
+def test_lists_from_a_column_json_text_and_split_paths() -> None:
+    mappings = {
+        "cat": {
+            "preset": "custom",
+            "type": "category_page_view",
+            "fields": {
+                "anonymous_id": "visitor",
+                "category": {"column": "path", "split": "/"},
+                "timestamp": {"column": "ts", "epoch": "ms"},
+                "context.custom_context.tags": "tags",
+            },
+        },
+        "imp": {
+            "preset": "custom",
+            "type": "impression",
+            "fields": {"anonymous_id": "visitor", "product_ids": "shown"},
+        },
+    }
+    categories = build_mapping("cat", mappings)
+    row = {"visitor": "v", "path": "/shoes/trail/", "ts": 1714557600123, "tags": '["a", "b"]'}
+    assert categories.map(row) == [
+        {
+            "type": "category_page_view",
+            "anonymous_id": "v",
+            "category": ["shoes", "trail"],
+            "timestamp": "2024-05-01T10:00:00.123Z",
+            "context": {"custom_context": {"tags": '["a", "b"]'}},
+        },
+    ]
+    impressions = build_mapping("imp", mappings)
+    assert impressions.map({"visitor": "v", "shown": '[\n  "sku-1",\n  2\n]'}) == [
+        {"type": "impression", "anonymous_id": "v", "product_ids": ["sku-1", "2"]},
+    ]
+    assert impressions.map({"visitor": "v", "shown": ["x", None, "y"]}) == [
+        {"type": "impression", "anonymous_id": "v", "product_ids": ["x", "y"]},
+    ]
+
+
+def test_whole_context_object_is_refined_by_specific_paths_and_not_mutated() -> None:
+    mapping = build_mapping(
+        "s",
+        {
+            "s": {
+                "preset": "custom",
+                "type": "home_page_view",
+                "fields": {
+                    "anonymous_id": "a",
+                    "context.page.title": "title",
+                    "context": "ctx",
+                },
+            },
+        },
+    )
+    ctx = {"page": {"url": "https://x/"}, "locale": "de-DE"}
+    record = {"a": "v", "ctx": ctx, "title": 'Say "hi"\n'}
+    assert mapping.map(record) == [
+        {
+            "type": "home_page_view",
+            "anonymous_id": "v",
+            "context": {"page": {"url": "https://x/", "title": 'Say "hi"\n'}, "locale": "de-DE"},
+        },
+    ]
+    assert ctx == {"page": {"url": "https://x/"}, "locale": "de-DE"}
+
+
+def test_page_without_url_is_dropped_from_context() -> None:
+    mapping = build_mapping(
+        "s",
+        {
+            "s": {
+                "preset": "custom",
+                "type": "home_page_view",
+                "fields": {
+                    "anonymous_id": "a",
+                    "context.page.title": "title",
+                    "context.page.url": "url",
+                },
+            },
+        },
+    )
+    assert mapping.map({"a": "v", "title": "T", "url": None}) == [
+        {"type": "home_page_view", "anonymous_id": "v"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "reason_part"),
+    [
+        ({"a": "v", "price": None}, "revenue", "TypeError"),
+        ({"a": "v", "price": 2, "ts": "yesterday"}, "timestamp", "not a date-time"),
+        ({"a": "v", "price": 2, "ts": None, "items": "[oops"}, "product_ids", "not valid JSON"),
+    ],
+)
+def test_a_record_that_fails_raises_mapping_error_naming_the_field(
+    row: dict,
+    field: str,
+    reason_part: str,
+) -> None:
+    mapping = build_mapping(
+        "orders",
+        {
+            "orders": {
+                "preset": "custom",
+                "type": "checkout",
+                "fields": {
+                    "anonymous_id": "a",
+                    "revenue": "price * 1.2",
+                    "timestamp": "ts",
+                    "product_ids": {"column": "items", "key": "id"},
+                },
+            },
+        },
+    )
+    with pytest.raises(MappingError) as caught:
+        mapping.map({"ts": None, "items": None, **row})
+    assert caught.value.field == field
+    assert reason_part in caught.value.reason
+
+
+def test_expressions_use_the_stream_map_helpers_and_record_aliases() -> None:
+    mapping = build_mapping(
+        "s",
+        {
+            "s": {
+                "preset": "custom",
+                "type": "read",
+                "fields": {
+                    "user_id": "md5(email)",
+                    "product_ids": "record['article id']",
+                    "duration": "int(seconds) if seconds else None",
+                    "context.custom_context.stream": "__stream_name__",
+                    "context.custom_context.parsed": "json.loads(meta)['k']",
+                },
+            },
+        },
+    )
+    out = mapping.map({"email": "a@b.c", "article id": 7, "seconds": "42", "meta": '{"k": "v"}'})
+    assert out == [
+        {
+            "type": "read",
+            "user_id": hashlib.md5(b"a@b.c").hexdigest(),  # noqa: S324 - as the SDK helper
+            "product_ids": ["7"],
+            "duration": 42,
+            "context": {"custom_context": {"stream": "s", "parsed": "v"}},
+        },
+    ]

@@ -1,0 +1,197 @@
+"""Every class of mapping mistake stops the run at start-up with its setting path."""
+
+from __future__ import annotations
+
+import pytest
+
+from target_miso.mappings import MappingConfigError, build_mapping, check_mappings
+
+STREAM = "public-events"
+PATH = f"mappings.{STREAM}"
+
+
+def _custom(**options: object) -> dict:
+    base = {"preset": "custom", "type": "product_detail_page_view", "fields": {"user_id": "uid"}}
+    return {STREAM: {**base, **options}}
+
+
+@pytest.mark.parametrize(
+    ("mappings", "path", "reason_part"),
+    [
+        pytest.param(
+            _custom(fields={"revenue": "total *"}),
+            f"{PATH}.fields.revenue",
+            "invalid expression 'total *'",
+            id="syntax-error",
+        ),
+        pytest.param(
+            _custom(filter="kind = 'x'"),
+            f"{PATH}.filter",
+            "invalid expression",
+            id="assignment-is-not-an-expression",
+        ),
+        pytest.param(
+            _custom(fields={"user_id": "coalesce(a, b)"}),
+            f"{PATH}.fields.user_id",
+            "unknown function 'coalesce'",
+            id="unknown-function",
+        ),
+        pytest.param(
+            _custom(fields={"user_id": "(lambda: 1)()"}),
+            f"{PATH}.fields.user_id",
+            "Lambda is not supported",
+            id="unsupported-syntax",
+        ),
+        pytest.param(
+            _custom(fields={"keywords": "q"}),
+            f"{PATH}.fields.keywords",
+            "'keywords' is not a Miso interaction field",
+            id="unknown-miso-field",
+        ),
+        pytest.param(
+            _custom(fields={"context.page.uri": "u"}),
+            f"{PATH}.fields.context.page.uri",
+            "'context.page' has no field 'uri' (known: referrer, title, url)",
+            id="unknown-context-field",
+        ),
+        pytest.param(
+            _custom(fields={"type": "'search'"}),
+            f"{PATH}.fields.type",
+            "set the interaction type with the `type` option",
+            id="type-in-fields",
+        ),
+        pytest.param(
+            _custom(type="page_view"),
+            f"{PATH}.type",
+            "'page_view' is not a Miso interaction type",
+            id="unknown-type",
+        ),
+        pytest.param(
+            _custom(type={"column": "e", "map": {"view": "product_view"}}),
+            f"{PATH}.type.map.view",
+            "'product_view' is not a Miso interaction type",
+            id="unknown-type-in-map",
+        ),
+        pytest.param(
+            _custom(type=[{"when": "e == 'x'", "type": "buy"}]),
+            f"{PATH}.type[0].type",
+            "'buy' is not a Miso interaction type",
+            id="unknown-type-in-rule",
+        ),
+        pytest.param(
+            _custom(type=[{"when": "e ==", "type": "like"}]),
+            f"{PATH}.type[0].when",
+            "invalid expression",
+            id="syntax-error-in-condition",
+        ),
+        pytest.param(
+            _custom(fields={"user_id": "uid", "revenue": "total"}),
+            f"{PATH}.fields.revenue",
+            "'revenue' is not allowed on type 'product_detail_page_view'",
+            id="field-not-allowed-on-the-type",
+        ),
+        pytest.param(
+            _custom(
+                type={"column": "e", "map": {"a": "add_to_cart", "s": "search"}},
+                fields={"revenue": "total"},
+            ),
+            f"{PATH}.fields.revenue",
+            "not allowed on any type this mapping produces (add_to_cart, search)",
+            id="shared-field-fits-no-type",
+        ),
+        pytest.param(
+            _custom(
+                type={
+                    "column": "e",
+                    "map": {"s": {"type": "search", "fields": {"product_ids": "sku"}}},
+                },
+            ),
+            f"{PATH}.type.map.s.fields.product_ids",
+            "'product_ids' is not allowed on type 'search'",
+            id="field-not-allowed-in-map-entry",
+        ),
+        pytest.param(
+            _custom(fields={"user_id": {"column": "uid", "exp": "x"}}),
+            f"{PATH}.fields.user_id.exp",
+            "unknown option",
+            id="unknown-value-option",
+        ),
+        pytest.param(
+            _custom(fields={"user_id": {"column": "uid", "const": "x"}}),
+            f"{PATH}.fields.user_id",
+            "exactly one of column, expr or const",
+            id="two-sources",
+        ),
+        pytest.param(
+            _custom(fields={"timestamp": {"column": "ts", "epoch": "ns"}}),
+            f"{PATH}.fields.timestamp.epoch",
+            "expected one of s, ms, us",
+            id="bad-epoch-unit",
+        ),
+        pytest.param(
+            _custom(filters="x"),
+            f"{PATH}.filters",
+            "unknown option",
+            id="misspelt-option",
+        ),
+        pytest.param(
+            {STREAM: {"preset": "custom", "fields": {"user_id": "uid"}}},
+            f"{PATH}.type",
+            "missing",
+            id="no-type",
+        ),
+        pytest.param(
+            {STREAM: {"preset": "segment", "events": {"Order Completed": "purchase"}}},
+            f"{PATH}.events.Order Completed",
+            "'purchase' is not a Miso interaction type",
+            id="segment-bad-event-type",
+        ),
+        pytest.param(
+            {STREAM: {"preset": "segment", "wishlist": "bookmark"}},
+            f"{PATH}.wishlist",
+            "unknown option",
+            id="segment-unknown-option",
+        ),
+        pytest.param(
+            {STREAM: {"preset": "ga4", "video_events": ["video_end"]}},
+            f"{PATH}.video_events",
+            "expected a list of GA4 video events",
+            id="ga4-bad-video-event",
+        ),
+        pytest.param(
+            {STREAM: {"preset": "ga4", "events": {"login": "signin"}}},
+            f"{PATH}.events.login",
+            "'signin' is not a Miso interaction type",
+            id="ga4-bad-event-type",
+        ),
+    ],
+)
+def test_mistake_is_reported_at_start_up_with_its_path(
+    mappings: dict,
+    path: str,
+    reason_part: str,
+) -> None:
+    with pytest.raises(MappingConfigError) as caught:
+        check_mappings(mappings)
+    assert caught.value.path == path
+    assert reason_part in caught.value.reason
+
+
+def test_expression_reading_a_column_the_stream_lacks_fails_on_its_schema() -> None:
+    schema = {"properties": {"uid": {}, "total": {}}}
+    with pytest.raises(MappingConfigError) as caught:
+        build_mapping(STREAM, _custom(fields={"user_id": "uid", "context.locale": "lang"}), schema)
+    assert caught.value.path == f"{PATH}.fields.context.locale"
+    assert "'lang' is not a column of stream 'public-events'" in caught.value.reason
+
+
+def test_unquoted_constant_is_caught_as_an_unknown_column() -> None:
+    schema = {"properties": {"uid": {}}}
+    mappings = _custom(
+        type="custom",
+        fields={"user_id": "uid", "custom_action_name": "signup"},
+    )
+    with pytest.raises(MappingConfigError) as caught:
+        build_mapping(STREAM, mappings, schema)
+    assert caught.value.path == f"{PATH}.fields.custom_action_name"
+    assert "quote constants" in caught.value.reason
