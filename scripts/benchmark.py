@@ -1,0 +1,208 @@
+"""Benchmark target-miso against a yardstick measured in the same run (not a test).
+
+For each API latency it starts the local sandbox, pipes the same Singer input through
+target-miso and through scripts/yardstick.py (orjson + plain mapping + requests, 4 in
+flight), and prints records/s, CPU seconds and peak RSS of each, and the ratios.
+
+    .venv/bin/python scripts/benchmark.py                       # 100k interaction records
+    .venv/bin/python scripts/benchmark.py --shape snowplow      # 114-column Snowplow rows
+    .venv/bin/python scripts/benchmark.py --records 1000000 --latency 0
+    .venv/bin/python scripts/benchmark.py --vendor              # + target-miso==0.9.5 (PyPI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+API_KEY = "benchmark-key"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def interaction_lines(count: int):
+    """Interaction-shaped rows, as a table already shaped like Miso's records gives."""
+    schema = {
+        "type": "SCHEMA",
+        "stream": "interactions",
+        "key_properties": [],
+        "schema": {
+            "properties": {
+                name: {}
+                for name in ("type", "user_id", "anonymous_id", "timestamp", "product_ids", "context")
+            },
+        },
+    }
+    yield json.dumps(schema)
+    for i in range(count):
+        record = {
+            "type": "product_detail_page_view",
+            "user_id": f"user-{i % 5000}" if i % 3 else None,
+            "anonymous_id": f"0d4a6e5c-{i % 20000:08d}",
+            "timestamp": f"2024-05-01 {(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000:03d}",
+            "product_ids": [f"sku-{i % 40000}"],
+            "context": {
+                "page": {"url": f"https://shop.example/p/sku-{i % 40000}", "title": "A product"},
+                "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",
+                "locale": "en-US",
+            },
+        }
+        yield json.dumps({"type": "RECORD", "stream": "interactions", "record": record})
+        if i % 10_000 == 9_999:
+            yield json.dumps({"type": "STATE", "value": {"bookmarks": {"interactions": {"n": i}}}})
+
+
+def snowplow_lines(count: int):
+    """Realistic Snowplow rows (TSV-shaped atomic.events), from the project's generator."""
+    sys.path.insert(0, str(ROOT))
+    from target_miso import samples  # noqa: PLC0415
+
+    yield from samples.benchmark_singer_lines(count)
+
+
+def write_input(shape: str, count: int, path: Path) -> None:
+    lines = snowplow_lines(count) if shape == "snowplow" else interaction_lines(count)
+    with path.open("w") as out:
+        for line in lines:
+            out.write(line + "\n")
+
+
+class Sandbox:
+    """The sandbox API in its own process."""
+
+    def __init__(self, latency_ms: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [str(BIN / "target-miso-sandbox"), "--port", str(self.port), "--api-key", API_KEY,
+             "--latency-ms", str(latency_ms)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                self.stats()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the sandbox did not start")
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=5) as answer:
+            return json.load(answer)
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.url}/_sandbox/reset", method="POST", data=b"")
+        urllib.request.urlopen(request, timeout=5).close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def run_measured(command: list[str], input_path: Path) -> dict:
+    """Run a command on the input: wall time, and the CPU and peak RSS of that process alone."""
+    with input_path.open("rb") as stdin, tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            errors.seek(0)
+            sys.stderr.write(errors.read().decode()[-3000:])
+            raise RuntimeError(f"{command[0]} failed with exit code {process.returncode}")
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def target_command(sandbox: Sandbox, workdir: Path, shape: str) -> list[str]:
+    config = {
+        "api_url": sandbox.url,
+        "api_key": API_KEY,
+        "max_requests_per_second": 0,  # the yardstick has no rate limit either
+        "max_concurrent_requests": 4,
+        "rejects_path": str(workdir / "rejects.jsonl"),
+        "progress_log_seconds": 0,
+    }
+    if shape == "snowplow":
+        # Cross-run dedupe would make every run after the first send nothing.
+        config["mappings"] = {"atomic-events": {"preset": "snowplow", "dedupe_store": None}}
+    path = workdir / "target-config.json"
+    path.write_text(json.dumps(config))
+    return [str(BIN / "target-miso"), "--config", str(path)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--shape", choices=["interactions", "snowplow"], default="interactions")
+    parser.add_argument("--latency", type=int, nargs="+", default=[0, 50],
+                        help="API latencies to measure, in ms")
+    parser.add_argument("--vendor", action="store_true",
+                        help="also run the vendor's target-miso==0.9.5 (needs PyPI)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="miso-bench-") as tmp:
+        workdir = Path(tmp)
+        input_path = workdir / "input.singer"
+        write_input(args.shape, args.records, input_path)
+        size_mb = input_path.stat().st_size / 1e6
+        print(f"input: {args.records} {args.shape} records, {size_mb:.0f} MB; "
+              f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        rows = []
+        for latency in args.latency:
+            sandbox = Sandbox(latency)
+            try:
+                results = {}
+                for name, command in (
+                    ("target-miso", target_command(sandbox, workdir, args.shape)),
+                    ("yardstick", [sys.executable, str(ROOT / "scripts" / "yardstick.py"),
+                                   sandbox.url, API_KEY, args.shape]),
+                ):
+                    sandbox.reset()
+                    result = run_measured(command, input_path)
+                    result["delivered"] = sandbox.stats()["interactions_accepted"]
+                    results[name] = result
+                    rows.append((latency, name, result))
+            finally:
+                sandbox.stop()
+        print()
+        print(f"{'latency':>8} {'program':<12} {'records/s':>10} {'wall s':>7} {'CPU s':>6} "
+              f"{'CPU us/rec':>10} {'peak RSS MB':>11} {'delivered':>9}")
+        for latency, name, result in rows:
+            print(f"{latency:>6}ms {name:<12} {args.records / result['wall']:>10,.0f} "
+                  f"{result['wall']:>7.2f} {result['cpu']:>6.2f} "
+                  f"{result['cpu'] / args.records * 1e6:>10.1f} {result['rss_mb']:>11.0f} "
+                  f"{result['delivered']:>9}")
+        print()
+        by = {(latency, name): result for latency, name, result in rows}
+        for latency in args.latency:
+            ratio = by[(latency, "yardstick")]["wall"] / by[(latency, "target-miso")]["wall"]
+            print(f"target-miso / yardstick records/s at {latency} ms: {ratio:.2f}x")
+        if len(args.latency) > 1:
+            base, slow = args.latency[0], args.latency[-1]
+            cost = by[(slow, "target-miso")]["wall"] / by[(base, "target-miso")]["wall"] - 1
+            print(f"cost of {slow} ms latency for target-miso: {cost:+.0%} wall time")
+
+
+if __name__ == "__main__":
+    main()
