@@ -11,10 +11,16 @@ import collections
 import datetime as dt
 import decimal
 import json
+import logging
 import os
 import threading
 import typing as t
 from pathlib import Path
+
+
+LOGGER = logging.getLogger("target-miso")
+#: Per stream, stage and field, the first few rejects are logged (never with values).
+_LOGGED_PER_KIND = 5
 
 
 class TooManyRejectsError(RuntimeError):
@@ -58,6 +64,7 @@ class RejectsFile:
         self.max_rejects = max_rejects
         self.count = 0
         self.by_reason: collections.Counter[str] = collections.Counter()
+        self._per_stream: collections.Counter[tuple[str, str]] = collections.Counter()
         self._lock = threading.Lock()
         self._file: t.IO[str] | None = None
 
@@ -98,7 +105,17 @@ class RejectsFile:
             self._file.write(line)
             self.count += 1
             for reason in reasons[:1]:
-                self.by_reason[f"{stage}: {reason_key(reason)}"] += 1
+                kind = f"{stage}: {reason_key(reason)}"
+                self.by_reason[kind] += 1
+                self._per_stream[stream, kind] += 1
+                if self._per_stream[stream, kind] <= _LOGGED_PER_KIND:
+                    LOGGER.warning(
+                        "Set aside a record of stream '%s' (%s: field '%s'; reject #%d, "
+                        "details in %s)%s",
+                        stream, stage, reason_key(reason), self.count, self.path,
+                        "; further ones like it are only counted"
+                        if self._per_stream[stream, kind] == _LOGGED_PER_KIND else "",
+                    )
             if self.max_rejects is not None and self.count > self.max_rejects:
                 self._file.flush()
                 msg = (

@@ -44,6 +44,8 @@ def test_one_invalid_record_among_1000_is_set_aside_and_999_are_delivered(sandbo
     assert rejects[0]["record"]["seq"] == 500
     assert rejects[0]["reasons"] == ["revenue: not allowed on type 'product_detail_page_view'"]
     assert run.states[-1] == {"bookmarks": {"interactions": {"seq": 999}}}
+    assert "Set aside a record of stream 'interactions' (validation: field 'revenue'" in run.stderr
+    assert "12.5" not in run.stderr, "values stay out of the log"
     assert_key_hidden(run.stdout, run.stderr)
 
 
