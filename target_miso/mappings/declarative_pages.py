@@ -1,29 +1,13 @@
 """URL rules for page views in the GA4 and Segment presets (``page_rules``).
 
-The rule engine itself (ordered regexes with named groups -> type, product_id, category) is
-``target_miso.mappings.rules``, shared with the Snowplow preset. This module is the one
-place GA4 and Segment reach it, so wiring it in is a change here only.
+The rule engine (ordered regexes with named groups -> type, product_ids, category) is
+``target_miso.mappings.rules``, shared with the Snowplow preset; this is where GA4 and
+Segment reach it.
 """
 
 from __future__ import annotations
 
-import typing as t
-
-from target_miso.mappings.base import MappingConfigError
-
-
-class PageMatch(t.Protocol):
-    """What a matching rule gives: the Miso type and the fields it sets (field path -> value)."""
-
-    type: str
-    fields: dict[str, object]
-
-
-class PageRules(t.Protocol):
-    """Ordered URL rules: the first that matches a URL wins."""
-
-    def match(self, url: str) -> PageMatch | None:
-        """Return the first rule's result for this URL, or None."""
+from target_miso.mappings.rules import PageRules, compile_page_rules
 
 
 def read_page_rules(setting: object, path: str) -> PageRules:
@@ -33,12 +17,7 @@ def read_page_rules(setting: object, path: str) -> PageRules:
         setting: The rules as written.
         path: Their setting path.
 
-    Raises:
-        MappingConfigError: Until the shared rule engine is wired in (see module docstring).
-
+    Returns:
+        The rules; ``match(url)`` gives the first matching rule's type and fields, or None.
     """
-    reason = (
-        "URL rules for this preset are not available yet in this build; without page_rules, "
-        "page views are skipped and every other event is still mapped"
-    )
-    raise MappingConfigError(path, reason)
+    return compile_page_rules(setting, path)

@@ -1,0 +1,170 @@
+"""URL rules: which kind of page a URL shows, shared by the Snowplow, GA4 and Segment presets.
+
+A page view alone cannot say whether the page showed a product, a category or an article;
+the site's URL scheme can. ``page_rules`` is an ordered list, the first match wins::
+
+    page_rules:
+      - {pattern: '^/product/(?P<product_id>[^/]+)', type: product_detail_page_view}
+      - {pattern: '^/category/(?P<category>.+)$', type: category_page_view}
+      - {pattern: '^/$', type: home_page_view}
+      - {pattern: '^/blog/(?P<product_id>[^/]+)', type: read, fields: {custom_context.section: blog}}
+
+Patterns are Python regular expressions searched in the URL's path (``on: url`` matches the
+whole URL, query string included). Named groups fill Miso fields: ``product_id`` and
+``product_group_id`` (one-item lists), ``category`` (split on ``category_separator``, default
+``/``, broad to narrow). ``fields`` adds constant values. Every mistake is reported at
+start-up with the rule's setting path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import urllib.parse
+
+from target_miso.mappings.base import MappingConfigError
+from target_miso.schema import COMMON_FIELDS, TYPE_FIELDS
+
+#: Named groups a pattern may use, and the Miso field each fills.
+GROUP_FIELDS = {
+    "product_id": "product_ids",
+    "product_group_id": "product_group_ids",
+    "category": "category",
+}
+_RULE_KEYS = frozenset({"pattern", "type", "fields", "on", "category_separator"})
+
+
+@dataclasses.dataclass(frozen=True)
+class PageMatch:
+    """What a URL rule says about a page: the Miso type and the fields it sets."""
+
+    type: str
+    #: Miso field paths (``product_ids``, ``context.custom_context.section``) to values.
+    fields: dict[str, object]
+
+
+class PageRule:
+    """One compiled rule."""
+
+    def __init__(self, setting: object, path: str) -> None:
+        """Check and compile one rule.
+
+        Args:
+            setting: The rule as written.
+            path: Its setting path, e.g. ``mappings.events.page_rules[2]``.
+
+        Raises:
+            MappingConfigError: On any mistake, naming the key at fault.
+        """
+        if not isinstance(setting, dict):
+            raise MappingConfigError(path, "expected an object with pattern and type")
+        unknown = sorted(set(setting) - _RULE_KEYS)
+        if unknown:
+            allowed = ", ".join(sorted(_RULE_KEYS))
+            raise MappingConfigError(f"{path}.{unknown[0]}", f"unknown key (allowed: {allowed})")
+        self.type = setting.get("type")
+        if self.type not in TYPE_FIELDS:
+            raise MappingConfigError(f"{path}.type", f"{self.type!r} is not a Miso interaction type")
+        allowed_fields = set(TYPE_FIELDS[self.type]) | set(COMMON_FIELDS)
+        try:
+            self.pattern = re.compile(str(setting.get("pattern") or ""))
+        except re.error as error:
+            raise MappingConfigError(f"{path}.pattern", f"not a valid regular expression: {error}") from None
+        if not setting.get("pattern"):
+            raise MappingConfigError(f"{path}.pattern", "missing")
+        for group in self.pattern.groupindex:
+            field = GROUP_FIELDS.get(group)
+            if field is None:
+                known = ", ".join(GROUP_FIELDS)
+                reason = f"named group {group!r} fills no Miso field (use {known}, or (?:...))"
+                raise MappingConfigError(f"{path}.pattern", reason)
+            if field not in allowed_fields:
+                reason = f"group {group!r} sets {field}, which type {self.type!r} does not take"
+                raise MappingConfigError(f"{path}.pattern", reason)
+        self.on = setting.get("on", "path")
+        if self.on not in ("path", "url"):
+            raise MappingConfigError(f"{path}.on", "expected path or url")
+        self.separator = str(setting.get("category_separator", "/"))
+        constants = setting.get("fields") or {}
+        if not isinstance(constants, dict):
+            raise MappingConfigError(f"{path}.fields", "expected an object of field -> value")
+        for field_path in constants:
+            top = str(field_path).split(".")[0]
+            if top not in allowed_fields:
+                reason = f"{top!r} is not a field of type {self.type!r}"
+                raise MappingConfigError(f"{path}.fields.{field_path}", reason)
+        self.constants = dict(constants)
+
+    def match(self, url: str, url_path: str) -> PageMatch | None:
+        """Apply the rule.
+
+        Args:
+            url: The full URL.
+            url_path: Its path.
+
+        Returns:
+            The match, or None.
+        """
+        found = self.pattern.search(url if self.on == "url" else url_path)
+        if found is None:
+            return None
+        fields = dict(self.constants)
+        for group, value in found.groupdict().items():
+            if not value:
+                continue
+            value = urllib.parse.unquote(value)
+            if group == "category":
+                fields["category"] = [part for part in value.split(self.separator) if part]
+            else:
+                fields[GROUP_FIELDS[group]] = [value]
+        return PageMatch(self.type, fields)
+
+
+class PageRules:
+    """Ordered URL rules; the first that matches a URL wins."""
+
+    def __init__(self, rules: list[PageRule]) -> None:
+        """Keep the compiled rules (use ``compile_page_rules``)."""
+        self.rules = rules
+        # Sites have far fewer distinct URLs than page views: remember the answers.
+        self.match = functools.lru_cache(maxsize=65_536)(self._match)
+
+    def _match(self, url: str) -> PageMatch | None:
+        url_path = _path_of(url)
+        for rule in self.rules:
+            found = rule.match(url, url_path)
+            if found is not None:
+                return found
+        return None
+
+    def __len__(self) -> int:
+        """How many rules there are."""
+        return len(self.rules)
+
+
+def _path_of(url: str) -> str:
+    if url.startswith("/"):
+        return url.split("?", 1)[0].split("#", 1)[0]
+    return urllib.parse.urlsplit(url).path or "/"
+
+
+def compile_page_rules(setting: object, path: str) -> PageRules:
+    """Check and compile the ``page_rules`` setting.
+
+    Args:
+        setting: The list of rules as written (None: no rules).
+        path: Its setting path.
+
+    Returns:
+        The rules, ready to match URLs (``rules.match(url)`` gives a PageMatch or None).
+
+    Raises:
+        MappingConfigError: On any mistake.
+    """
+    if setting is None:
+        return PageRules([])
+    if not isinstance(setting, list):
+        raise MappingConfigError(path, "expected a list of rules")
+    return PageRules([PageRule(rule, f"{path}[{index}]") for index, rule in enumerate(setting)])
+
