@@ -41,6 +41,8 @@ def to_utc_timestamp(value: object) -> str:
         if len(text) < 19:  # noqa: PLR2004 - shorter than YYYY-MM-DD HH:MM:SS
             msg = f"{value!r} is not a date-time with seconds"
             raise ValueError(msg)
+        if text.endswith(("Z", "z")):  # Python 3.10's fromisoformat does not read "Z"
+            text = text[:-1] + "+00:00"
         try:
             moment = dt.datetime.fromisoformat(text)
         except ValueError:

@@ -125,7 +125,9 @@ def write_config(tmp_path: Path, url: str, **settings: t.Any) -> Path:
     return path
 
 
-def run_target(config: Path, singer: str, *, timeout: float = 300) -> TargetRun:
+def run_target(
+    config: Path, singer: str, *, timeout: float = 300, cwd: Path | None = None,
+) -> TargetRun:
     """Run the real target process on a Singer input and wait for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_MISO_")}
     done = subprocess.run(
@@ -135,6 +137,7 @@ def run_target(config: Path, singer: str, *, timeout: float = 300) -> TargetRun:
         text=True,
         timeout=timeout,
         env=env,
+        cwd=cwd,
         check=False,
     )
     return TargetRun(done.returncode, done.stdout, done.stderr)

@@ -18,6 +18,7 @@ __all__ = ["PRESETS", "Mapping", "MappingConfigError", "MappingError", "build_ma
 #: preset name -> "module:Class", imported on first use.
 PRESETS: dict[str, str] = {
     "passthrough": "target_miso.mappings.passthrough:PassthroughMapping",
+    "snowplow": "target_miso.mappings.snowplow:SnowplowMapping",
     "custom": "target_miso.mappings.declarative:CustomMapping",
     "ga4": "target_miso.mappings.ga4:GA4Mapping",
     "segment": "target_miso.mappings.segment:SegmentMapping",

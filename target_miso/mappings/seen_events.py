@@ -1,0 +1,81 @@
+"""Which event ids were already delivered, within a run and across runs.
+
+Snowplow produces duplicate ``event_id``s, and SQL taps re-send the boundary row of every
+incremental run (their bookmark is inclusive), so the Snowplow preset drops an event id it
+has seen. Ids seen in this run wait in memory; ``commit()`` (called when everything handed
+out is accepted by Miso or set aside) writes them to a SQLite file, so a crash before the
+STATE never marks undelivered events as sent. Ids older than the retention are forgotten.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+_DAY = 86_400
+
+
+class SeenEvents:
+    """A set of event ids kept in a SQLite file (or in memory when there is no path)."""
+
+    def __init__(self, path: str | Path | None, retention_days: float = 30) -> None:
+        """Open (and create) the store.
+
+        Args:
+            path: The SQLite file; None keeps ids in memory for this run only.
+            retention_days: How long an id is remembered.
+        """
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Two partitioned pipelines may share the file: wait for each other's writes.
+        self._db = sqlite3.connect(str(self.path or ":memory:"), timeout=60)
+        if self.path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS seen_events "
+            "(event_id TEXT PRIMARY KEY, seen_day INTEGER NOT NULL) WITHOUT ROWID",
+        )
+        self.retention_days = retention_days
+        self._pending: set[str] = set()
+        # An empty store (a first run, or no path) needs no lookups at all.
+        self._stored_any = self._db.execute("SELECT 1 FROM seen_events LIMIT 1").fetchone() is not None
+
+    def check_and_add(self, event_id: str) -> bool:
+        """Remember an event id.
+
+        Args:
+            event_id: The id.
+
+        Returns:
+            True when it was seen before (the event is a duplicate).
+        """
+        if event_id in self._pending:
+            return True
+        if self._stored_any and self._db.execute(
+            "SELECT 1 FROM seen_events WHERE event_id = ?", (event_id,)
+        ).fetchone():
+            return True
+        self._pending.add(event_id)
+        return False
+
+    def commit(self) -> None:
+        """Everything seen so far was delivered or set aside: make it durable."""
+        if not self._pending:
+            return
+        today = int(time.time() // _DAY)
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO seen_events VALUES (?, ?)",
+                ((event_id, today) for event_id in self._pending),
+            )
+            self._db.execute(
+                "DELETE FROM seen_events WHERE seen_day < ?", (today - self.retention_days,)
+            )
+        self._pending.clear()
+        self._stored_any = True
+
+    def close(self) -> None:
+        """Close the file (ids not committed are forgotten, on purpose)."""
+        self._db.close()

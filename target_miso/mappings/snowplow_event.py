@@ -1,0 +1,182 @@
+"""Read a Snowplow event the same way whichever warehouse layout it comes in.
+
+The 128 atomic columns are the same everywhere; what differs is where self-describing
+events ("unstruct") and entities ("contexts") live and how their keys are spelled:
+
+* TSV-shaped (the enriched TSV loaded into a table, Snowplow's S3 files, the shipped
+  Postgres view over the shredded tables): ``unstruct_event``, ``contexts`` and
+  ``derived_contexts`` hold self-describing JSON envelopes, as text or parsed.
+* Snowflake: ``unstruct_event_<vendor>_<name>_<major>`` / ``contexts_...`` columns holding
+  JSON text with the keys as sent (camelCase).
+* BigQuery: the same columns as nested records with snake_case keys, and ``_1_0_0``
+  (full version) column names from the older loader.
+
+Schemas are named by one key, ``<vendor with . and - as _>_<name>`` (e.g.
+``com_snowplowanalytics_snowplow_web_page``), and every entity's keys are snake_cased, so
+``totalResults`` and ``total_results`` read the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import typing as t
+
+import orjson
+
+from target_miso.mappings.base import MappingError
+
+_IGLU = re.compile(r"^iglu:([^/]+)/([^/]+)/jsonschema/\d+-\d+-\d+$")
+_WIDE = re.compile(r"^(contexts|unstruct_event)_(.+?)_\d+(?:_\d+_\d+)?$")
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_ENVELOPE_COLUMNS = ("contexts", "derived_contexts")
+
+
+@functools.lru_cache(maxsize=4096)
+def snake(key: str) -> str:
+    """``totalResults`` -> ``total_results``; snake_case keys are returned unchanged."""
+    if key.islower():
+        return key
+    return _CAMEL_BOUNDARY.sub("_", key).lower()
+
+
+def _snake_keys(data: object) -> dict[str, t.Any]:
+    if not isinstance(data, dict):
+        return {}
+    return {snake(key): value for key, value in data.items()}
+
+
+@functools.lru_cache(maxsize=1024)
+def schema_key(iglu_uri: str) -> str | None:
+    """``iglu:com.acme/button_press/jsonschema/1-0-0`` -> ``com_acme_button_press``."""
+    found = _IGLU.match(iglu_uri)
+    if found is None:
+        return None
+    vendor, name = found.groups()
+    return f"{vendor}_{name}".replace(".", "_").replace("-", "_").lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _wide_column(column: str) -> tuple[str, str] | None:
+    """``contexts_com_acme_user_1`` -> ("contexts", "com_acme_user"); other columns: None."""
+    if not column.startswith(("contexts_", "unstruct_event_")):
+        return None
+    found = _WIDE.match(column)
+    if found is None:
+        return None
+    return found.group(1), found.group(2).lower()
+
+
+def _parsed(column: str, value: object) -> object:
+    if isinstance(value, (str, bytes)):
+        if not value:
+            return None
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise MappingError(column, "is not valid JSON") from None
+    return value
+
+
+class SnowplowEvent:
+    """One row, with its self-describing event and entities read on demand."""
+
+    __slots__ = ("_contexts", "_unstruct", "record")
+
+    def __init__(self, record: dict[str, t.Any]) -> None:
+        """Wrap a row as the tap sent it (nothing is parsed until asked for).
+
+        Args:
+            record: The row.
+        """
+        self.record = record
+        self._contexts: dict[str, list[dict[str, t.Any]]] | None = None
+        self._unstruct: tuple[str | None, dict[str, t.Any]] | None = None
+
+    def get(self, column: str) -> t.Any:
+        """An atomic column's value; empty strings read as None (as in the TSV)."""
+        value = self.record.get(column)
+        return None if value == "" else value
+
+    def text(self, column: str) -> str | None:
+        """An atomic column as stripped text (Redshift pads CHAR columns), or None."""
+        value = self.record.get(column)
+        if value is None:
+            return None
+        value = str(value).strip()
+        return value or None
+
+    def unstruct(self) -> tuple[str | None, dict[str, t.Any]]:
+        """The self-describing event: its schema key and its data (keys snake_cased).
+
+        Raises:
+            MappingError: If the event's JSON cannot be read (names the column).
+        """
+        if self._unstruct is None:
+            self._unstruct = self._read_unstruct()
+        return self._unstruct
+
+    def entities(self, key: str) -> list[dict[str, t.Any]]:
+        """Every entity of one schema attached to the event (keys snake_cased).
+
+        Args:
+            key: The schema key, e.g. ``com_snowplowanalytics_snowplow_web_page``.
+
+        Raises:
+            MappingError: If a contexts column cannot be read (names the column).
+        """
+        if self._contexts is None:
+            self._contexts = self._read_contexts()
+        return self._contexts.get(key, [])
+
+    def entity(self, key: str) -> dict[str, t.Any]:
+        """The first entity of one schema, or an empty dict."""
+        found = self.entities(key)
+        return found[0] if found else {}
+
+    def _read_unstruct(self) -> tuple[str | None, dict[str, t.Any]]:
+        record = self.record
+        envelope = record.get("unstruct_event")
+        if envelope not in (None, ""):
+            outer = _parsed("unstruct_event", envelope)
+            inner = outer.get("data") if isinstance(outer, dict) else None
+            if not isinstance(inner, dict) or not isinstance(inner.get("schema"), str):
+                raise MappingError("unstruct_event", "is not a self-describing event envelope")
+            return schema_key(inner["schema"]), _snake_keys(inner.get("data"))
+        for column, value in record.items():
+            if value is None or value == "":
+                continue
+            wide = _wide_column(column)
+            if wide is not None and wide[0] == "unstruct_event":
+                return wide[1], _snake_keys(_parsed(column, value))
+        return None, {}
+
+    def _read_contexts(self) -> dict[str, list[dict[str, t.Any]]]:
+        found: dict[str, list[dict[str, t.Any]]] = {}
+        record = self.record
+        for column in _ENVELOPE_COLUMNS:
+            envelope = record.get(column)
+            if envelope in (None, ""):
+                continue
+            outer = _parsed(column, envelope)
+            items = outer.get("data") if isinstance(outer, dict) else outer
+            if not isinstance(items, list):
+                raise MappingError(column, "is not a self-describing contexts envelope")
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("schema"), str):
+                    key = schema_key(item["schema"])
+                    if key is not None:
+                        found.setdefault(key, []).append(_snake_keys(item.get("data")))
+        for column, value in record.items():
+            if value is None or value == "" or not column.startswith("contexts_"):
+                continue
+            wide = _wide_column(column)
+            if wide is None:
+                continue
+            items = _parsed(column, value)
+            if isinstance(items, dict):  # a single entity written as an object
+                items = [items]
+            if not isinstance(items, list):
+                raise MappingError(column, "is not a list of entities")
+            found.setdefault(wide[1], []).extend(_snake_keys(item) for item in items)
+        return found

@@ -1,0 +1,79 @@
+"""The same Snowplow events give the same interactions whichever warehouse layout they come in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from target_miso import samples
+from target_miso.mappings import build_mapping
+from target_miso.schema import InteractionValidator
+from tests.helpers import read_rejects, run_target, write_config
+
+STREAM = "atomic-events"
+LAYOUTS = {
+    "tsv-shaped": lambda: samples.render_tsv_shaped(samples.sample_events()),
+    "snowflake": lambda: samples.render_snowflake(samples.sample_events()),
+    "bigquery": lambda: samples.render_bigquery(samples.sample_events()),
+    "bigquery-v1-names": lambda: samples.render_bigquery(samples.sample_events(), full_version_names=True),
+}
+
+
+def by_time(interactions: list[dict]) -> list[dict]:
+    return sorted(interactions, key=lambda item: (item["timestamp"], item["type"]))
+
+
+def singer_lines(rows: list[dict]) -> str:
+    columns = sorted({column for row in rows for column in row})
+    schema = {"type": "object", "properties": {column: {} for column in columns}}
+    lines = [json.dumps({"type": "SCHEMA", "stream": STREAM, "schema": schema, "key_properties": ["event_id"]})]
+    lines += [json.dumps({"type": "RECORD", "stream": STREAM, "record": row}) for row in rows]
+    last = rows[-1]["collector_tstamp"]
+    lines.append(json.dumps({"type": "STATE", "value": {"bookmarks": {STREAM: {"replication_key_value": last}}}}))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_layout_maps_to_exactly_the_expected_interactions(layout):
+    options = {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": None}
+    mapping = build_mapping(STREAM, {STREAM: options}, {})
+
+    rows = LAYOUTS[layout]()
+    interactions = [i for row in rows for i in mapping.map(row)] + [i for i, _ in mapping.flush()]
+
+    assert by_time(interactions) == samples.expected_interactions()
+    validator = InteractionValidator()
+    assert all(validator.reasons(interaction) == [] for interaction in interactions)
+    assert mapping.skipped["snowplow: duplicate event_id"] == 1
+    assert mapping.skipped["snowplow: page_view without a matching page rule"] == 1
+    assert mapping.skipped["snowplow: product view reported twice (page rule and ecommerce)"] == 1
+    assert mapping.skipped["snowplow: link_click"] == 1
+
+
+@pytest.mark.parametrize("layout", ["tsv-shaped", "snowflake", "bigquery"])
+def test_each_layout_through_the_target_process_reaches_the_api(layout, sandbox, tmp_path):
+    options = {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": str(tmp_path / "seen.sqlite")}
+    config = write_config(tmp_path, sandbox.url, mappings={STREAM: options})
+
+    run = run_target(config, singer_lines(LAYOUTS[layout]()))
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert by_time(sandbox.interactions) == samples.expected_interactions()
+    assert read_rejects(tmp_path / "rejects.jsonl") == []
+    assert "snowplow: duplicate event_id 1" in run.stderr  # the run summary counts skips
+    assert len(run.states) == 1
+
+
+def test_the_preset_is_recognised_without_configuration(sandbox, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default event id store lives in the working directory
+    config = write_config(tmp_path, sandbox.url)
+
+    run = run_target(config, singer_lines(LAYOUTS["tsv-shaped"]()), cwd=tmp_path)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    # Without page rules, page views are skipped (the e-commerce product view then counts).
+    assert sorted({i["type"] for i in sandbox.interactions}) == [
+        "add_to_cart", "checkout", "impression", "product_detail_page_view", "search", "watch",
+    ]
+    assert (tmp_path / ".target-miso" / "snowplow-event-ids.sqlite").exists()
