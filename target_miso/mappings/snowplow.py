@@ -365,6 +365,9 @@ class SnowplowMapping(Mapping):
         if interaction_type is None:
             self.skipped[f"snowplow: ecommerce {action}"] += 1
             return []
+        if action == "product_view" and self.product_view_source == "page_rules":
+            self.skipped["snowplow: ecommerce product_view (product_view_source: page_rules)"] += 1
+            return []
         products = event.entities(f"{ECOMMERCE}_product")
         if action in ("promo_view", "promo_click"):
             promotion = event.entity(f"{ECOMMERCE}_promotion")
