@@ -1,0 +1,1 @@
+"""Small Singer taps shipped with target-miso where no existing tap reads a source correctly."""
