@@ -445,3 +445,21 @@ def benchmark_singer_lines(count: int, stream: str = "atomic-events") -> t.Itera
         if index % 10_000 == 9_999:
             yield json.dumps({"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": last}}}})
     yield json.dumps({"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": last}}}})
+
+
+def write_demo_files(directory: str | Path) -> list[Path]:
+    """Write the sample events as two S3-loader files (gzip enriched TSV) into a directory."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = render_tsv_shaped(sample_events())
+    files = [folder / "part-0001.tsv.gz", folder / "part-0002.tsv.gz"]
+    write_enriched_tsv(files[0], rows[:12])
+    write_enriched_tsv(files[1], rows[12:])
+    return files
+
+
+if __name__ == "__main__":
+    import sys
+
+    for written in write_demo_files(sys.argv[1] if len(sys.argv) > 1 else "output/demo/events"):
+        print(written)  # noqa: T201

@@ -208,4 +208,4 @@ def test_events_sent_in_one_run_are_not_sent_again_by_the_next(sandbox, tmp_path
     assert sent_first == 3
     interactions = sorted(sandbox.interactions, key=lambda i: (i["timestamp"], i["type"]))
     assert interactions == samples.expected_interactions(), "each event exactly once"
-    assert "snowplow: duplicate event_id 24" in again.stderr
+    assert "       24  snowplow: duplicate event_id\n" in again.stderr
