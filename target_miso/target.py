@@ -222,6 +222,19 @@ class TargetMiso(Target):
         for name in ("load_method", "add_record_metadata"):
             config_jsonschema["properties"].pop(name, None)
 
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        # Meltano 4.4 crashes on `kind: decimal` settings given by environment variables
+        # (it cannot JSON-encode the Decimal it makes), so meltano.yml declares the
+        # fractional settings as strings: read numeric text as a number here.
+        for name, schema in self.config_jsonschema["properties"].items():
+            value = self._config.get(name)
+            if isinstance(value, str) and "number" in str(schema.get("type")):
+                try:
+                    self._config[name] = float(value)
+                except ValueError:
+                    pass  # the validator names the setting
+        return super()._validate_config(raise_errors=raise_errors)
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Check the settings and prepare delivery; fails before any record is read.
 

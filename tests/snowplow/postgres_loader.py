@@ -56,17 +56,22 @@ def _shredded(events: list[samples.LogicalEvent]) -> dict[str, list[tuple[str, d
 
 
 def load_events(conn: psycopg.Connection, schema: str, events: list[samples.LogicalEvent], *, create: bool) -> None:
-    """Insert events into <schema>.events and its shredded tables (creating them first if asked)."""
+    """Insert events into <schema>.events and its shredded tables.
+
+    With ``create``, the schema is made first, with a shredded table for every schema of the
+    sample event set (so that later loads of other sample events find their tables).
+    """
     tables = _shredded(events)
     with conn.cursor() as cur:
         if create:
+            tables_to_create = _shredded([*samples.sample_events(), *events])
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
             columns = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_atomic_type(c))) for c in samples.ATOMIC_COLUMNS
             )
             cur.execute(sql.SQL("CREATE TABLE {}.events ({})").format(sql.Identifier(schema), columns))
-            for table, rows in tables.items():
+            for table, rows in tables_to_create.items():
                 keys = sorted({key for _, data, _ in rows for key in data})
                 meta = ("schema_vendor varchar(128) NOT NULL, schema_name varchar(128) NOT NULL, "
                         "schema_format varchar(128) NOT NULL, schema_version varchar(128) NOT NULL, "

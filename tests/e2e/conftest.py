@@ -1,0 +1,93 @@
+"""End-to-end fixtures: the repo's own Meltano project, a Postgres database, the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from target_miso import samples
+from target_miso.sandbox import Sandbox
+from tests.helpers import API_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+MELTANO = str(Path(sys.executable).with_name("meltano"))
+DATABASE = "target_miso_e2e"
+ADMIN_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+PLUGINS = ("tap-postgres", "tap-snowplow-files", "target-miso")
+
+pytestmark = pytest.mark.e2e
+
+
+class Meltano:
+    """`meltano` in the repo's project, with its own system database and settings from env."""
+
+    def __init__(self, tmp_path: Path, sandbox: Sandbox, **settings: t.Any) -> None:
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith(("TARGET_MISO_", "TAP_"))}
+        self.env.update(
+            MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",
+            MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
+            MELTANO_ENVIRONMENT="dev",
+            TARGET_MISO_API_KEY=API_KEY,
+            TARGET_MISO_API_URL=sandbox.url,
+            TARGET_MISO_REJECTS_PATH=str(tmp_path / "rejects.jsonl"),
+            TARGET_MISO_RETRY_INITIAL_DELAY="0.01",
+            TARGET_MISO_RETRY_MAX_DELAY="0.1",
+            TARGET_MISO_MAX_REQUESTS_PER_SECOND="0",
+            TARGET_MISO_MAPPINGS=json.dumps(
+                {"atomic-events*": {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": str(tmp_path / "seen.sqlite")}}
+            ),
+            TAP_POSTGRES_DATABASE=DATABASE,
+            TAP_POSTGRES_PASSWORD=os.environ.get("PGPASSWORD", "postgres"),  # any value under trust auth
+        )
+        self.env.update({key: str(value) for key, value in settings.items()})
+
+    def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([MELTANO, *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout, check=False)  # fmt: skip
+        if check and done.returncode != 0:
+            pytest.fail(f"meltano {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
+        return done
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([MELTANO, *args], cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+    def state(self, state_id: str = "dev:tap-postgres-to-target-miso") -> dict | None:
+        done = self("state", "get", state_id, check=False)
+        return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
+
+
+@pytest.fixture(scope="session")
+def meltano_installed(tmp_path_factory) -> None:
+    """`meltano install` of the plugins the tests run (slow the first time; then cached in .meltano)."""
+    db = tmp_path_factory.mktemp("meltano-install") / "meltano.db"
+    env = {**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{db}", "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    done = subprocess.run([MELTANO, "install", *PLUGINS], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(f"meltano install failed:\n{done.stderr[-4000:]}")
+
+
+@pytest.fixture
+def meltano(meltano_installed, tmp_path, sandbox) -> Meltano:
+    return Meltano(tmp_path, sandbox)
+
+
+@pytest.fixture
+def events_db() -> t.Iterator[psycopg.Connection]:
+    """A fresh database with the Snowplow Postgres loader's `atomic` schema (tables made by the test)."""
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DATABASE}")
+    dsn = ADMIN_DSN.replace("dbname=test", f"dbname={DATABASE}")
+    with psycopg.connect(dsn) as conn:
+        yield conn
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")

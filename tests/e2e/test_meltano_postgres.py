@@ -1,0 +1,137 @@
+"""`meltano run tap-postgres target-miso` on a Snowplow Postgres loader schema, through the shipped view."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from target_miso import samples
+from tests.e2e.conftest import Meltano
+from tests.snowplow import postgres_loader
+
+pytestmark = pytest.mark.e2e
+STATE_ID = "dev:tap-postgres-to-target-miso"
+
+
+def by_time(interactions):
+    return sorted(interactions, key=lambda item: (item["timestamp"], item["type"]))
+
+
+def load(conn, events, *, create=False):
+    postgres_loader.load_events(conn, "atomic", events, create=create)
+    if create:
+        postgres_loader.create_view(conn, "atomic")
+
+
+def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db, sandbox):
+    events = samples.sample_events()
+    load(events_db, events[:10], create=True)
+
+    meltano("run", "tap-postgres", "target-miso")
+    first = list(sandbox.interactions)
+    bookmark = meltano.state()
+    load(events_db, events[10:])
+    second_run = meltano("run", "tap-postgres", "target-miso")
+
+    assert [i["type"] for i in by_time(first)] == ["product_detail_page_view", "category_page_view", "home_page_view"]
+    assert by_time(sandbox.interactions) == samples.expected_interactions(), "every event once, none twice"
+    assert bookmark["singer_state"]["bookmarks"]["atomic-events_for_miso"]["replication_key_value"].startswith(
+        "2024-05-01T10:01:20.5"
+    )
+    # tap-postgres re-sends the boundary row (inclusive bookmark) and Snowplow sent one event
+    # twice: the preset drops both.
+    assert "        2  snowplow: duplicate event_id\n" in second_run.stderr
+
+
+def test_an_api_outage_fails_the_run_and_leaves_the_bookmark(meltano_installed, events_db, tmp_path, sandbox_factory):
+    healthy, down = sandbox_factory(), sandbox_factory(fail_all_status=503)
+    events = samples.sample_events()
+    load(events_db, events[:10], create=True)
+    Meltano(tmp_path, healthy)("run", "tap-postgres", "target-miso")
+    before = Meltano(tmp_path, healthy).state()
+    load(events_db, events[10:])
+
+    outage = Meltano(tmp_path, down, TARGET_MISO_MAX_RETRIES=1)("run", "tap-postgres", "target-miso", check=False)
+
+    assert outage.returncode != 0
+    assert "503" in outage.stderr
+    assert Meltano(tmp_path, healthy).state() == before
+    assert down.interactions == []
+
+
+def _load_page_views(conn, count):  # noqa: D103
+    """`count` product page views without entities, straight into atomic.events (fast)."""
+    load(conn, [], create=True)
+    with conn.cursor() as cur:
+        cur.execute(
+            """INSERT INTO atomic.events (event_id, collector_tstamp, derived_tstamp, event, event_name,
+                   event_vendor, domain_userid, page_url, v_collector, v_etl)
+               SELECT md5(i::text)::uuid, timestamp '2024-05-01' + i * interval '1 second',
+                      timestamp '2024-05-01' + i * interval '1 second', 'page_view', 'page_view',
+                      'com.snowplowanalytics.snowplow', 'visitor-' || (i %% 100),
+                      'https://shop.example/product/sku-' || i, 'c', 'e'
+                 FROM generate_series(1, %s) AS i""",
+            (count,),
+        )
+    conn.commit()
+
+
+def test_a_killed_run_rerun_loses_nothing(meltano_installed, events_db, tmp_path, sandbox_factory):
+    total = 20_000
+    _load_page_views(events_db, total)
+    sandbox = sandbox_factory(latency_ms=40)
+    settings = {"TARGET_MISO_STATE_CHECKPOINT_RECORDS": 2000, "TARGET_MISO_BATCH_SIZE_ROWS": 500,
+                "TARGET_MISO_MAX_CONCURRENT_REQUESTS": 1}  # fmt: skip
+    meltano = Meltano(tmp_path, sandbox, **settings)
+
+    running = meltano.popen("run", "tap-postgres", "target-miso")
+    deadline = time.monotonic() + 120
+    while len(sandbox.interactions) < 3000 and time.monotonic() < deadline and running.poll() is None:
+        time.sleep(0.05)
+    os.killpg(running.pid, signal.SIGKILL)  # meltano, the tap and the target, mid-run
+    running.wait()
+    delivered_before_kill = len(sandbox.interactions)
+    # The killed run's record is left "running": --force starts anyway (docs/meltano.md).
+    rerun = meltano("run", "--force", "tap-postgres", "target-miso")
+
+    received = collections.Counter(i["product_ids"][0] for i in sandbox.interactions)
+    assert 0 < delivered_before_kill < total, "killed mid-way"
+    assert set(received) == {f"sku-{i}" for i in range(1, total + 1)}, "nothing lost"
+    # Only records after the last STATE are sent again, at most a checkpoint's worth.
+    assert sum(received.values()) - total <= 2000 + 500
+    assert rerun.returncode == 0
+
+
+def test_partitioned_pipelines_run_in_parallel_with_their_own_state(meltano_installed, events_db, tmp_path,
+                                                                    sandbox_factory):
+    events = samples.sample_events()
+    for number, event in enumerate(events):
+        event.atomic["app_id"] = "shop" if number < 10 else "blog"
+    load(events_db, events, create=True)
+    shop_api, blog_api = sandbox_factory(), sandbox_factory()
+
+    def partition(app_id, sandbox):
+        options = {"atomic-events_for_miso": {"custom_where_clauses": [f"app_id = '{app_id}'"]}}
+        (tmp_path / app_id).mkdir()
+        meltano = Meltano(tmp_path / app_id, sandbox, TAP_POSTGRES_STREAM_OPTIONS=json.dumps(options))
+        # One state backend shared by both (a directory here; S3, GCS or Postgres in production).
+        meltano.env["MELTANO_STATE_BACKEND_URI"] = f"file://{tmp_path / 'state'}"
+        return meltano
+
+    shop, blog = partition("shop", shop_api), partition("blog", blog_api)
+    runs = [meltano.popen("run", "--state-id-suffix", name, "tap-postgres", "target-miso")
+            for name, meltano in (("shop", shop), ("blog", blog))]  # fmt: skip
+    outcomes = [run.communicate(timeout=300) for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outcomes]
+    expected = samples.expected_interactions()
+    assert by_time(shop_api.interactions) == expected[:3], "the shop partition: its events only"
+    assert by_time(blog_api.interactions) == expected[3:], "the blog partition: its events only"
+    assert shop.state(f"{STATE_ID}:shop")["singer_state"]["bookmarks"]
+    assert blog.state(f"{STATE_ID}:blog")["singer_state"]["bookmarks"]
+    assert not shop.state(STATE_ID), "each partition keeps its own bookmark"
