@@ -11,7 +11,7 @@ import time
 import pytest
 
 from target_miso import samples
-from tests.e2e.conftest import Meltano
+from tests.e2e.conftest import ROOT, Meltano
 from tests.snowplow import postgres_loader
 
 pytestmark = pytest.mark.e2e
@@ -117,8 +117,16 @@ def test_partitioned_pipelines_run_in_parallel_with_their_own_state(meltano_inst
 
     def partition(app_id, sandbox):
         options = {"atomic-events_for_miso": {"custom_where_clauses": [f"app_id = '{app_id}'"]}}
-        (tmp_path / app_id).mkdir()
-        meltano = Meltano(tmp_path / app_id, sandbox, TAP_POSTGRES_STREAM_OPTIONS=json.dumps(options))
+        worker = tmp_path / app_id
+        # Each partition runs as its own worker: Meltano writes a plugin's generated config
+        # under <sys dir>/run/<plugin>/, which two runs in one directory would share. The
+        # workers reuse the installed plugin venvs.
+        sys_dir = worker / ".meltano"
+        sys_dir.mkdir(parents=True)
+        for kind in ("extractors", "loaders"):
+            (sys_dir / kind).symlink_to(ROOT / ".meltano" / kind)
+        meltano = Meltano(worker, sandbox, TAP_POSTGRES_STREAM_OPTIONS=json.dumps(options),
+                          MELTANO_SYS_DIR_ROOT=sys_dir)  # fmt: skip
         # One state backend shared by both (a directory here; S3, GCS or Postgres in production).
         meltano.env["MELTANO_STATE_BACKEND_URI"] = f"file://{tmp_path / 'state'}"
         return meltano
@@ -128,7 +136,7 @@ def test_partitioned_pipelines_run_in_parallel_with_their_own_state(meltano_inst
             for name, meltano in (("shop", shop), ("blog", blog))]  # fmt: skip
     outcomes = [run.communicate(timeout=300) for run in runs]
 
-    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outcomes]
+    assert [run.returncode for run in runs] == [0, 0], "\n".join(err[-3000:] for _, err in outcomes)
     expected = samples.expected_interactions()
     assert by_time(shop_api.interactions) == expected[:3], "the shop partition: its events only"
     assert by_time(blog_api.interactions) == expected[3:], "the blog partition: its events only"
