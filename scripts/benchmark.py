@@ -144,8 +144,12 @@ def target_command(sandbox: Sandbox, workdir: Path, shape: str) -> list[str]:
         "progress_log_seconds": 0,
     }
     if shape == "snowplow":
-        # Cross-run dedupe would make every run after the first send nothing.
-        config["mappings"] = {"atomic-events": {"preset": "snowplow", "dedupe_store": None}}
+        # The demo's URL rules; a fresh event id store per run (or the second run sends nothing).
+        from target_miso import samples  # noqa: PLC0415
+
+        store = workdir / f"event-ids-{time.monotonic_ns()}.sqlite"
+        options = {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": str(store)}
+        config["mappings"] = {"atomic-events": options}
     path = workdir / "target-config.json"
     path.write_text(json.dumps(config))
     return [str(BIN / "target-miso"), "--config", str(path)]

@@ -18,6 +18,8 @@ from target_miso.schema import STRUCTURED_FIELDS
 _UTC = dt.timezone.utc
 # Already what Miso wants (the common case when a source is re-read): no parsing needed.
 _CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+# "2024-05-01 10:00:00.123456" (or with T, fewer digits, none): naive, so taken as UTC.
+_NAIVE = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?\Z")
 _NUMBER_FIELDS = frozenset({"duration", "revenue", "rating"})
 
 
@@ -37,6 +39,15 @@ def to_utc_timestamp(value: object) -> str:
     if isinstance(value, str):
         if _CANONICAL.match(value):
             return value
+        naive = _NAIVE.match(value)
+        if naive:  # a zone-less UTC time, the warehouses' usual form: no strftime needed
+            day, time_of_day = naive.group(1), naive.group(2)
+            try:
+                dt.datetime.fromisoformat(f"{day}T{time_of_day}")  # a real date and time?
+            except ValueError:
+                msg = f"{value!r} is not an ISO 8601 date-time"
+                raise ValueError(msg) from None
+            return f"{day}T{time_of_day}.{(naive.group(3) or '')[:3]:0<3}Z"
         text = value.strip()
         if len(text) < 19:  # noqa: PLR2004 - shorter than YYYY-MM-DD HH:MM:SS
             msg = f"{value!r} is not a date-time with seconds"

@@ -188,9 +188,12 @@ class TargetMiso(Target):
         th.Property(
             "state_checkpoint_records",
             th.IntegerType(nullable=False),
-            default=100_000,
+            default=20_000,
             title="Checkpoint interval (records)",
-            description="Also checkpoint after this many records.",
+            description="Also checkpoint after this many records. Mappings hold some "
+            "interactions until the next checkpoint (Snowplow page views waiting for their "
+            "pings), so this bounds memory and the replay window; larger values cut fewer "
+            "ping sequences at checkpoint boundaries.",
         ),
         th.Property(
             "progress_log_seconds",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import ipaddress
+import functools
 import re
 import typing as t
 import urllib.parse
@@ -268,7 +268,7 @@ class SnowplowMapping(Mapping):
         if self._is_repeat_product_view(key, interaction):
             return []
         if self.ping_duration and "duration" in TYPE_FIELDS[found.type]:
-            self._page_views[key] = _HeldPageView(interaction, event.record)
+            self._page_views[key] = _HeldPageView(interaction, _identity(event))
             return []
         return [interaction]
 
@@ -292,7 +292,7 @@ class SnowplowMapping(Mapping):
                 raise MappingError("tr_orderid", "missing on a transaction event")
             order = self._orders.setdefault(order_id, _HeldOrder())
             order.common = self._common(event)
-            order.source = event.record
+            order.source = _identity(event)
             order.revenue = _number(event, "tr_total")
             return
         order_id, sku = event.text("ti_orderid"), event.text("ti_sku")
@@ -302,7 +302,7 @@ class SnowplowMapping(Mapping):
         order.items.append((sku, _number(event, "ti_quantity") or 1))
         if order.common is None:
             order.common = self._common(event)
-            order.source = event.record
+            order.source = _identity(event)
 
     def _checkout(self, order_id: str, order: _HeldOrder) -> dict[str, t.Any] | None:
         if not order.items:
@@ -444,42 +444,48 @@ class SnowplowMapping(Mapping):
     # --- Fields every interaction carries ----------------------------------------------
 
     def _common(self, event: SnowplowEvent) -> dict[str, t.Any]:
+        # Runs for every interaction: plain dict lookups, no helper calls where avoidable.
+        get = event.record.get
+        text = event.text
         common: dict[str, t.Any] = {}
-        user_id = event.text("user_id")
+        user_id = text("user_id")
         if user_id:
             common["user_id"] = user_id
-        anonymous_id = event.text("domain_userid") or event.text("network_userid")
+        anonymous_id = text("domain_userid") or text("network_userid")
         if anonymous_id is None:
             session_user = event.entity(CLIENT_SESSION).get("user_id")
             anonymous_id = str(session_user) if session_user else None
         if anonymous_id:
             common["anonymous_id"] = anonymous_id
-        column = "derived_tstamp" if event.get("derived_tstamp") is not None else "collector_tstamp"
+        column = "derived_tstamp" if get("derived_tstamp") not in (None, "") else "collector_tstamp"
         try:
-            common["timestamp"] = to_utc_timestamp(event.get(column))
+            common["timestamp"] = to_utc_timestamp(get(column))
         except ValueError as error:
             raise MappingError(column, str(error)) from None
         context: dict[str, t.Any] = {}
-        url = event.text("page_url")
+        url = text("page_url")
         if url:
             page = {"url": url}
-            for key, source in (("referrer", "page_referrer"), ("title", "page_title")):
-                value = event.get(source)
-                if value:
-                    page[key] = str(value)
+            referrer, title = get("page_referrer"), get("page_title")
+            if referrer:
+                page["referrer"] = str(referrer)
+            if title:
+                page["title"] = str(title)
             context["page"] = page
-            miso_id = _miso_id(url)
-            if miso_id:
-                common["miso_id"] = miso_id
-        for key, source in (("user_agent", "useragent"), ("locale", "br_lang")):
-            value = event.text(source)
-            if value:
-                context[key] = value
-        ip = truncated_ip(event.text("user_ipaddress"))
+            if "miso_id=" in url:
+                miso_id = _miso_id(url)
+                if miso_id:
+                    common["miso_id"] = miso_id
+        user_agent, locale = text("useragent"), text("br_lang")
+        if user_agent:
+            context["user_agent"] = user_agent
+        if locale:
+            context["locale"] = locale
+        ip = truncated_ip(text("user_ipaddress"))
         if ip:
             context["truncated_ip"] = ip
-        campaign = {key: str(event.get(source)) for key, source in _CAMPAIGN if event.get(source)}
-        if campaign:
+        if get("mkt_campaign") or get("mkt_source") or get("mkt_medium") or get("mkt_term") or get("mkt_content"):
+            campaign = {key: str(get(source)) for key, source in _CAMPAIGN if get(source)}
             context["campaign"] = campaign
         if context:
             common["context"] = context
@@ -489,6 +495,7 @@ class SnowplowMapping(Mapping):
 # --- Helpers ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=65_536)  # visitors come back: most addresses repeat
 def truncated_ip(value: str | None) -> str | None:
     """An IPv4 address with its last octet zeroed, as Miso's ``truncated_ip`` wants.
 
@@ -503,12 +510,26 @@ def truncated_ip(value: str | None) -> str | None:
     """
     if not value or value.count(".") != 3:  # noqa: PLR2004
         return None
-    octets = [("0" if part.lower() == "x" else part) for part in value.split(".")]
-    try:
-        address = ipaddress.IPv4Address(".".join(octets[:3] + ["0"]))
-    except ValueError:
+    octets = value.split(".")
+    for index, octet in enumerate(octets[:3]):
+        if octet in ("x", "X"):
+            octets[index] = "0"
+        elif not (octet.isdigit() and len(octet) <= 3 and int(octet) <= 255):  # noqa: PLR2004
+            return None
+    last = octets[3]
+    if not (last in ("x", "X") or (last.isdigit() and len(last) <= 3 and int(last) <= 255)):  # noqa: PLR2004
         return None
-    return str(address)
+    return f"{int(octets[0])}.{int(octets[1])}.{int(octets[2])}.0"
+
+
+#: What a held interaction keeps of its source row (for the rejects file, should Miso refuse
+#: it): holding whole 131-column rows until the next checkpoint would cost hundreds of MB.
+_IDENTITY_COLUMNS = ("event_id", "event_name", "collector_tstamp", "page_url", "tr_orderid")
+
+
+def _identity(event: SnowplowEvent) -> dict[str, t.Any]:
+    record = event.record
+    return {column: record[column] for column in _IDENTITY_COLUMNS if record.get(column) is not None}
 
 
 def _page_view_key(event: SnowplowEvent) -> object:
@@ -519,8 +540,6 @@ def _page_view_key(event: SnowplowEvent) -> object:
 
 
 def _miso_id(url: str) -> str | None:
-    if "miso_id=" not in url:
-        return None
     values = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("miso_id") or []
     return values[0] if values and _UUID.match(values[0]) else None
 

@@ -29,7 +29,6 @@ from target_miso.mappings.base import MappingError
 _IGLU = re.compile(r"^iglu:([^/]+)/([^/]+)/jsonschema/\d+-\d+-\d+$")
 _WIDE = re.compile(r"^(contexts|unstruct_event)_(.+?)_\d+(?:_\d+_\d+)?$")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_ENVELOPE_COLUMNS = ("contexts", "derived_contexts")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,7 +80,7 @@ def _parsed(column: str, value: object) -> object:
 class SnowplowEvent:
     """One row, with its self-describing event and entities read on demand."""
 
-    __slots__ = ("_contexts", "_unstruct", "record")
+    __slots__ = ("_contexts", "_derived_pending", "_unstruct", "record")
 
     def __init__(self, record: dict[str, t.Any]) -> None:
         """Wrap a row as the tap sent it (nothing is parsed until asked for).
@@ -92,6 +91,7 @@ class SnowplowEvent:
         self.record = record
         self._contexts: dict[str, list[dict[str, t.Any]]] | None = None
         self._unstruct: tuple[str | None, dict[str, t.Any]] | None = None
+        self._derived_pending = False
 
     def get(self, column: str) -> t.Any:
         """An atomic column's value; empty strings read as None (as in the TSV)."""
@@ -101,10 +101,13 @@ class SnowplowEvent:
     def text(self, column: str) -> str | None:
         """An atomic column as stripped text (Redshift pads CHAR columns), or None."""
         value = self.record.get(column)
-        if value is None:
+        if value is None or value == "":
             return None
-        value = str(value).strip()
-        return value or None
+        if type(value) is not str:
+            value = str(value)
+        elif value[-1] != " " and value[0] != " ":  # the common case: nothing to strip
+            return value
+        return value.strip() or None
 
     def unstruct(self) -> tuple[str | None, dict[str, t.Any]]:
         """The self-describing event: its schema key and its data (keys snake_cased).
@@ -127,7 +130,13 @@ class SnowplowEvent:
         """
         if self._contexts is None:
             self._contexts = self._read_contexts()
-        return self._contexts.get(key, [])
+        found = self._contexts.get(key)
+        if found is None and self._derived_pending:
+            # Enrichment output (ua_parser, YAUAA, ...) is parsed only when asked for.
+            self._derived_pending = False
+            self._add_envelope(self._contexts, "derived_contexts")
+            found = self._contexts.get(key)
+        return found or []
 
     def entity(self, key: str) -> dict[str, t.Any]:
         """The first entity of one schema, or an empty dict."""
@@ -154,19 +163,10 @@ class SnowplowEvent:
     def _read_contexts(self) -> dict[str, list[dict[str, t.Any]]]:
         found: dict[str, list[dict[str, t.Any]]] = {}
         record = self.record
-        for column in _ENVELOPE_COLUMNS:
-            envelope = record.get(column)
-            if envelope in (None, ""):
-                continue
-            outer = _parsed(column, envelope)
-            items = outer.get("data") if isinstance(outer, dict) else outer
-            if not isinstance(items, list):
-                raise MappingError(column, "is not a self-describing contexts envelope")
-            for item in items:
-                if isinstance(item, dict) and isinstance(item.get("schema"), str):
-                    key = schema_key(item["schema"])
-                    if key is not None:
-                        found.setdefault(key, []).append(_snake_keys(item.get("data")))
+        if "contexts" in record or "derived_contexts" in record:  # TSV-shaped: envelopes only
+            self._add_envelope(found, "contexts")
+            self._derived_pending = record.get("derived_contexts") not in (None, "")
+            return found
         for column, value in record.items():
             if value is None or value == "" or not column.startswith("contexts_"):
                 continue
@@ -180,3 +180,17 @@ class SnowplowEvent:
                 raise MappingError(column, "is not a list of entities")
             found.setdefault(wide[1], []).extend(_snake_keys(item) for item in items)
         return found
+
+    def _add_envelope(self, found: dict[str, list[dict[str, t.Any]]], column: str) -> None:
+        envelope = self.record.get(column)
+        if envelope in (None, ""):
+            return
+        outer = _parsed(column, envelope)
+        items = outer.get("data") if isinstance(outer, dict) else outer
+        if not isinstance(items, list):
+            raise MappingError(column, "is not a self-describing contexts envelope")
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("schema"), str):
+                key = schema_key(item["schema"])
+                if key is not None:
+                    found.setdefault(key, []).append(_snake_keys(item.get("data")))
