@@ -155,6 +155,37 @@ def target_command(sandbox: Sandbox, workdir: Path, shape: str) -> list[str]:
     return [str(BIN / "target-miso"), "--config", str(path)]
 
 
+VENDOR_VENV = ROOT / "output" / "bench" / "vendor-venv"
+
+
+def install_vendor() -> Path:
+    """The vendor's target-miso 0.9.5 from PyPI in its own venv (kept under output/bench)."""
+    python = VENDOR_VENV / "bin" / "python"
+    if not (VENDOR_VENV / "bin" / "target-miso").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENDOR_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "target-miso==0.9.5"], check=True)
+    return VENDOR_VENV / "bin" / "target-miso"
+
+
+def vendor_command(executable: Path, sandbox: Sandbox, workdir: Path, shape: str) -> list[str]:
+    """The vendor target with a Python template doing the yardstick's own mapping."""
+    import inspect  # noqa: PLC0415
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import yardstick  # noqa: PLC0415
+
+    templates = workdir / "vendor-templates"
+    templates.mkdir(exist_ok=True)
+    mapper = yardstick.map_snowplow if shape == "snowplow" else yardstick.map_interaction
+    source = "MISO_FIELDS = " + repr(yardstick.MISO_FIELDS) + "\n" + inspect.getsource(mapper)
+    stream = "atomic-events" if shape == "snowplow" else "interactions"
+    (templates / f"{stream}.py").write_text(f"{source}\ntransform = {mapper.__name__}\n")
+    config = {"api_server": sandbox.url, "api_key": API_KEY, "template_folder": str(templates)}
+    path = workdir / "vendor-config.json"
+    path.write_text(json.dumps(config))
+    return [str(executable), "--config", str(path)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -165,6 +196,7 @@ def main() -> None:
                         help="also run the vendor's target-miso==0.9.5 (needs PyPI)")
     args = parser.parse_args()
 
+    vendor = install_vendor() if args.vendor else None
     with tempfile.TemporaryDirectory(prefix="miso-bench-") as tmp:
         workdir = Path(tmp)
         input_path = workdir / "input.singer"
@@ -177,11 +209,14 @@ def main() -> None:
             sandbox = Sandbox(latency)
             try:
                 results = {}
-                for name, command in (
+                programs = [
                     ("target-miso", target_command(sandbox, workdir, args.shape)),
                     ("yardstick", [sys.executable, str(ROOT / "scripts" / "yardstick.py"),
                                    sandbox.url, API_KEY, args.shape]),
-                ):
+                ]
+                if vendor is not None:
+                    programs.append(("vendor 0.9.5", vendor_command(vendor, sandbox, workdir, args.shape)))
+                for name, command in programs:
                     sandbox.reset()
                     result = run_measured(command, input_path)
                     result["delivered"] = sandbox.stats()["interactions_accepted"]
@@ -190,10 +225,10 @@ def main() -> None:
             finally:
                 sandbox.stop()
         print()
-        print(f"{'latency':>8} {'program':<12} {'records/s':>10} {'wall s':>7} {'CPU s':>6} "
+        print(f"{'latency':>8} {'program':<13} {'records/s':>10} {'wall s':>7} {'CPU s':>6} "
               f"{'CPU us/rec':>10} {'peak RSS MB':>11} {'delivered':>9}")
         for latency, name, result in rows:
-            print(f"{latency:>6}ms {name:<12} {args.records / result['wall']:>10,.0f} "
+            print(f"{latency:>6}ms {name:<13} {args.records / result['wall']:>10,.0f} "
                   f"{result['wall']:>7.2f} {result['cpu']:>6.2f} "
                   f"{result['cpu'] / args.records * 1e6:>10.1f} {result['rss_mb']:>11.0f} "
                   f"{result['delivered']:>9}")
@@ -202,6 +237,9 @@ def main() -> None:
         for latency in args.latency:
             ratio = by[(latency, "yardstick")]["wall"] / by[(latency, "target-miso")]["wall"]
             print(f"target-miso / yardstick records/s at {latency} ms: {ratio:.2f}x")
+            if vendor is not None:
+                ratio = by[(latency, "vendor 0.9.5")]["wall"] / by[(latency, "target-miso")]["wall"]
+                print(f"target-miso / vendor 0.9.5 records/s at {latency} ms: {ratio:.2f}x")
         if len(args.latency) > 1:
             base, slow = args.latency[0], args.latency[-1]
             cost = by[(slow, "target-miso")]["wall"] / by[(base, "target-miso")]["wall"] - 1

@@ -522,14 +522,18 @@ def truncated_ip(value: str | None) -> str | None:
     return f"{int(octets[0])}.{int(octets[1])}.{int(octets[2])}.0"
 
 
-#: What a held interaction keeps of its source row (for the rejects file, should Miso refuse
-#: it): holding whole 131-column rows until the next checkpoint would cost hundreds of MB.
-_IDENTITY_COLUMNS = ("event_id", "event_name", "collector_tstamp", "page_url", "tr_orderid")
+# What a held interaction keeps of its source row (for the rejects file, should Miso refuse
+# it): holding whole 131-column rows until the next checkpoint would cost hundreds of MB.
 
 
 def _identity(event: SnowplowEvent) -> dict[str, t.Any]:
-    record = event.record
-    return {column: record[column] for column in _IDENTITY_COLUMNS if record.get(column) is not None}
+    get = event.record.get
+    identity = {"event_id": get("event_id"), "event_name": get("event_name"),
+                "collector_tstamp": get("collector_tstamp"), "page_url": get("page_url")}  # fmt: skip
+    order_id = get("tr_orderid") or get("ti_orderid")
+    if order_id:
+        identity["order_id"] = order_id
+    return identity
 
 
 def _page_view_key(event: SnowplowEvent) -> object:
