@@ -13,8 +13,11 @@ import random
 import re
 import threading
 import time
+import typing as t
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
+import orjson
 import requests
 
 logger = logging.getLogger("target-miso.client")
@@ -64,6 +67,8 @@ class UploadResult:
     #: True when Miso stored the records it did not refuse (a 2xx with ``"errors": true``);
     #: False after a 422, which stores nothing, so the rest must be sent again.
     others_stored: bool = True
+    #: The task Miso queued for a product or user upload (``data.task_id``), if any.
+    task_id: str | None = None
 
 
 class RateLimiter:
@@ -194,8 +199,20 @@ class MisoClient:
         Returns:
             Which records Miso refused, if any, and whether it stored the others.
         """
+        return self.upload_records("/v1/interactions", records)
+
+    def upload_records(self, path: str, records: list[bytes]) -> UploadResult:
+        """POST encoded records as one ``{"data": [...]}`` request.
+
+        Args:
+            path: The endpoint: ``/v1/interactions``, ``/v1/products`` or ``/v1/users``.
+            records: Each record already encoded as compact JSON.
+
+        Returns:
+            Which records Miso refused, if any, whether it stored the others, the task id.
+        """
         body = b'{"data":[' + b",".join(records) + b"]}"
-        return self.upload("/v1/interactions", body, size=len(records))
+        return self.upload(path, body, size=len(records))
 
     def upload(self, path: str, body: bytes, *, size: int) -> UploadResult:
         """POST a ``{"data": [...]}`` body, retrying what can be retried.
@@ -213,7 +230,67 @@ class MisoClient:
             return UploadResult(self._refused_records(answer, size), others_stored=False)
         if _reports_errors(answer):
             return UploadResult(self._refused_records(answer, size), others_stored=True)
-        return UploadResult()
+        return UploadResult(task_id=_task_id(answer))
+
+    # --- Catalog endpoints (products and users) ------------------------------------------
+
+    def catalog_ids(self, kind: str) -> list[str]:
+        """Every id in a catalog (``GET /v1/{kind}/_ids``); Miso's 404 means an empty one.
+
+        Args:
+            kind: ``products`` or ``users``.
+
+        Returns:
+            The ids.
+
+        Raises:
+            MisoResponseError: If the answer holds no id list.
+        """
+        try:
+            answer = self.request("GET", f"/v1/{kind}/_ids")
+        except MisoRequestError as error:
+            if error.status == 404:  # noqa: PLR2004 - Miso's answer for no dataset yet
+                return []
+            raise
+        ids = _data(answer).get("ids")
+        if not isinstance(ids, list):
+            msg = f"GET /v1/{kind}/_ids answered without data.ids; nothing is deleted"
+            raise MisoResponseError(msg, status=answer.status_code)
+        return [str(item) for item in ids]
+
+    def delete_catalog(self, kind: str, ids: list[str]) -> str | None:
+        """Delete records by id (``POST /v1/{kind}/_delete``).
+
+        Args:
+            kind: ``products`` or ``users``.
+            ids: At most 1,000 ids (Miso's own tools send no more per request).
+
+        Returns:
+            The task id Miso gave the deletion, if any.
+
+        Raises:
+            MisoRequestError: If Miso refused the request (a 422).
+        """
+        id_key = "product_ids" if kind == "products" else "user_ids"
+        body = orjson.dumps({"data": {id_key: ids}})
+        answer = self.request("POST", f"/v1/{kind}/_delete", body=body)
+        if answer.status_code == 422:  # noqa: PLR2004 - request() hands 422s back
+            text = f"Miso refused the delete request to /v1/{kind}/_delete (HTTP 422 {_message(answer)})"
+            raise MisoRequestError(self.scrub(text), status=422)
+        return _task_id(answer)
+
+    def task_status(self, kind: str, task_id: str) -> dict[str, t.Any]:
+        """Read a task's status (``GET /v1/{kind}/_status/{task_id}``; shape undocumented).
+
+        Args:
+            kind: ``products`` or ``users``.
+            task_id: From an upload or a delete.
+
+        Returns:
+            The answer's ``data`` object (or the whole answer when it has none).
+        """
+        answer = self.request("GET", f"/v1/{kind}/_status/{quote(task_id, safe='')}")
+        return _data(answer) or _json(answer)
 
     def request(self, method: str, path: str, *, body: bytes | None = None) -> requests.Response:
         """Send one request, retrying 429, 5xx, timeouts and dropped connections.
@@ -329,6 +406,29 @@ class MisoClient:
             )
             raise MisoResponseError(self.scrub(text), status=answer.status_code)
         return refused
+
+
+def _json(answer: requests.Response) -> dict[str, t.Any]:
+    try:
+        body = answer.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _data(answer: requests.Response) -> dict[str, t.Any]:
+    data = _json(answer).get("data")
+    # Miso's single-record delete documents ``data`` as a one-item list.
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]
+    return data if isinstance(data, dict) else {}
+
+
+def _task_id(answer: requests.Response) -> str | None:
+    if b"task_id" not in answer.content:
+        return None
+    task_id = _data(answer).get("task_id")
+    return str(task_id) if task_id is not None else None
 
 
 def _reports_errors(answer: requests.Response) -> bool:

@@ -35,6 +35,11 @@ class Batch:
     records: list[bytes] = field(default_factory=list)
     sources: list[t.Any] = field(default_factory=list)
     size_bytes: int = 0
+    #: The endpoint: interactions, or ``/v1/products`` and ``/v1/users`` for catalog streams.
+    path: str = "/v1/interactions"
+    #: Called (in a delivery thread) with the positions of the records Miso stored and the
+    #: task id of the request; catalog streams record content hashes with it.
+    on_stored: t.Callable[[list[int], str | None], None] | None = None
 
     def add(self, encoded: bytes, source: object) -> None:
         """Append one encoded interaction.
@@ -126,8 +131,9 @@ class Delivery:
 
     def _deliver(self, batch: Batch) -> None:
         records, sources = batch.records, batch.sources
+        positions = list(range(len(records)))  # index in the batch of each record sent
         for _ in range(_MAX_RECOVERY_ROUNDS):
-            result = self._client.upload_interactions(records)
+            result = self._client.upload_records(batch.path, records)
             refused = result.refused
             for index, reasons in refused.items():
                 self._rejects.add(
@@ -140,11 +146,15 @@ class Delivery:
             if result.others_stored:
                 with self._lock:
                     self.accepted[batch.stream] += len(records) - len(refused)
+                if batch.on_stored is not None:
+                    stored = [positions[i] for i in range(len(records)) if i not in refused]
+                    batch.on_stored(stored, result.task_id)
                 return
             # A 422 stored nothing: set the refused records aside and send the rest again.
             kept = [i for i in range(len(records)) if i not in refused]
             records = [records[i] for i in kept]
             sources = [sources[i] for i in kept]
+            positions = [positions[i] for i in kept]
             if not records:
                 return
         msg = (

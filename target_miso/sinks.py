@@ -59,7 +59,7 @@ class InteractionsSink(BatchSink):
         super().__init__(target, stream_name, schema, key_properties)
         self._target = target
         self._max_bytes = int(target.config["max_request_bytes"]) - _ENVELOPE_BYTES
-        self._batch = Batch(stream_name)
+        self._batch = self._new_batch()
         self._full: list[Batch] = []
 
     def setup(self) -> None:
@@ -157,4 +157,8 @@ class InteractionsSink(BatchSink):
 
     def _seal(self) -> None:
         self._full.append(self._batch)
-        self._batch = Batch(self.stream_name)
+        self._batch = self._new_batch()
+
+    def _new_batch(self) -> Batch:
+        # Catalog streams override this: another endpoint, and a hook for accepted records.
+        return Batch(self.stream_name)

@@ -22,6 +22,8 @@ from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
+from target_miso.catalog_deletes import CatalogError
+from target_miso.catalog_sync import CATALOG_SETTINGS, Catalogs, CatalogSink
 from target_miso.client import MisoAPIError, MisoClient
 from target_miso.delivery import Delivery
 from target_miso.mappings import MappingConfigError, build_mapping, check_mappings
@@ -36,7 +38,7 @@ if t.TYPE_CHECKING:
     from target_miso.mappings import Mapping
 
 #: Failures that end the run with a clear message instead of a traceback.
-RUN_ERRORS = (MisoAPIError, TooManyRejectsError, MappingConfigError)
+RUN_ERRORS = (MisoAPIError, TooManyRejectsError, MappingConfigError, CatalogError)
 
 
 @dataclasses.dataclass
@@ -68,6 +70,7 @@ class TargetMiso(Target):
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.FLATTENING,
         PluginCapabilities.STRUCTURED_LOGGING,
+        PluginCapabilities.ACTIVATE_VERSION,  # full-table syncs of catalog streams
     ]
     default_sink_class = InteractionsSink
     message_reader_class = OrjsonSingerReader
@@ -209,8 +212,11 @@ class TargetMiso(Target):
             title="Mappings",
             description="How each stream becomes interactions: stream name (or glob) -> "
             "`{preset: auto|passthrough|snowplow|ga4|segment|custom, ...options}`. "
-            "Streams without an entry use `auto`. See docs/mappings.md.",
+            "Streams without an entry use `auto`. See docs/mappings.md. An entry with "
+            "`kind: products` or `kind: users` syncs the stream to Miso's catalog instead "
+            "(docs/catalog.md).",
         ),
+        *CATALOG_SETTINGS,
     ).to_dict()
 
     @classmethod
@@ -267,6 +273,7 @@ class TargetMiso(Target):
         )
         self.delivery = Delivery(self.client, self.rejects, int(config["max_concurrent_requests"]))
         self.tally = Tally()
+        self.catalogs = Catalogs(self)
         self._mappings: dict[str, Mapping] = {}
         self._checkpoint_records = int(config["state_checkpoint_records"])
         self._checkpoint_seconds = float(config["state_checkpoint_seconds"])
@@ -310,6 +317,32 @@ class TargetMiso(Target):
             raise ConfigValidationError("Invalid target-miso settings", errors=problems)
 
     # --- Collaborators used by the sinks ------------------------------------------------
+
+    def get_sink_class(self, stream_name: str) -> type[InteractionsSink]:
+        """Catalog streams (``kind: products|users``) get the catalog sink.
+
+        Args:
+            stream_name: The stream.
+
+        Returns:
+            The sink class.
+        """
+        if self.catalogs.is_catalog(stream_name):
+            return CatalogSink
+        return super().get_sink_class(stream_name)
+
+    def _process_activate_version_message(self, message_dict: dict) -> None:
+        # The SDK's handler warns about _sdc_ metadata columns, which catalog streams do
+        # not use; they only need to know that the stream is read in full.
+        stream = message_dict.get("stream")
+        if (
+            isinstance(stream, str)
+            and self.catalogs.is_catalog(stream)
+            and self.config.get("process_activate_version_messages", True)
+        ):
+            self.get_sink(stream).activate_version(message_dict.get("version"))
+            return
+        super()._process_activate_version_message(message_dict)
 
     def mapping_for(self, stream_name: str, schema: dict) -> Mapping:
         """Return the stream's mapping, created on its first SCHEMA.
@@ -422,6 +455,7 @@ class TargetMiso(Target):
     def _settle(self) -> None:
         self.delivery.settle()
         self.rejects.sync()
+        self.catalogs.commit()
         for mapping in self._mappings.values():
             mapping.commit()
 
@@ -438,6 +472,7 @@ class TargetMiso(Target):
     def process_endofpipe(self) -> None:
         """Deliver the rest, write the final STATE and the run summary."""
         try:
+            self.catalogs.finish()  # deletes after full-table reads, before the final STATE
             self.checkpoint(is_endofpipe=True)
         finally:
             self._log_summary()
@@ -464,6 +499,7 @@ class TargetMiso(Target):
         # conventional 128+signal so the orchestrator knows the run did not finish.
         self.logger.warning("Received signal %d: delivering what was read, then stopping", signum)
         code = 128 + signum
+        self.catalogs.terminating = True  # a read cut short must not delete anything
         try:
             self.process_endofpipe()
         except RUN_ERRORS as error:
@@ -476,6 +512,7 @@ class TargetMiso(Target):
         self.rejects.close()
         for mapping in self._mappings.values():
             mapping.close()
+        self.catalogs.close()
 
     # --- Reporting -----------------------------------------------------------------------
 
@@ -498,7 +535,8 @@ class TargetMiso(Target):
                 skipped[reason] = skipped.get(reason, 0) + count
         lines = [
             f"records in: {self.tally.records_in}",
-            f"interactions sent and accepted: {sum(self.delivery.accepted.values())}"
+            "interactions sent and accepted: "
+            f"{sum(n for s, n in self.delivery.accepted.items() if s not in self.catalogs.streams)}"
             + ("" if not self.client.dry_run else " (dry run: Miso stored nothing)"),
             f"set aside: {self.rejects.count}"
             + (f" in {self.rejects.path}" if self.rejects.count else ""),
@@ -512,7 +550,9 @@ class TargetMiso(Target):
         if skipped:
             lines.insert(3, "skipped by design:" + _count_lines(skipped))
         for stream, count in sorted(self.delivery.accepted.items()):
-            lines.insert(2, f"  stream {stream}: {count} accepted")
+            if stream not in self.catalogs.streams:
+                lines.insert(2, f"  stream {stream}: {count} accepted")
+        lines[2:2] = self.catalogs.summary_lines()
         self.logger.info("Run summary:\n  %s", "\n  ".join(lines))
 
 

@@ -94,6 +94,7 @@ def build_mapping(
         MappingConfigError: If the options are wrong or no preset fits the stream.
     """
     path, options = options_for(stream_name, mappings)
+    options.pop("kind", None)  # `kind: interactions`, the default
     preset = options.pop("preset", "auto")
     if preset == "auto":
         columns = (schema or {}).get("properties", {})
@@ -126,8 +127,13 @@ def check_mappings(mappings: t.Mapping[str, t.Any]) -> None:
     """
     if not isinstance(mappings, dict):
         raise MappingConfigError("mappings", "must be an object of stream name -> options")
+    from target_miso.catalog import CatalogOptions, stream_kind  # noqa: PLC0415 - import cycle
+
     for key, options in mappings.items():
         if options is not None and not isinstance(options, dict):
             raise MappingConfigError(f"mappings.{key}", "must be an object of options")
+        if stream_kind(options, f"mappings.{key}") != "interactions":
+            CatalogOptions(options, f"mappings.{key}")  # a catalog stream (docs/catalog.md)
+            continue
         if (options or {}).get("preset", "auto") != "auto":
             build_mapping(key, {key: options}).close()

@@ -1,0 +1,470 @@
+"""Catalog streams at run time: the sink, change detection, task waits and deletes.
+
+A catalog stream's record goes: mapping -> validation (invalid ones to the rejects file)
+-> content hash (unchanged since Miso last accepted it: not sent) -> batch of
+``catalog_batch_size_rows`` records and at most ``max_request_bytes`` -> the target's
+``Delivery`` (same retries, 422 recovery and STATE barrier as interactions) ->
+``POST /v1/products`` or ``/v1/users``. At each checkpoint, after delivery settled, the
+hashes of accepted records are committed (with ``wait_for_tasks``, once their task is done).
+On a full-table sync (ACTIVATE_VERSION) ids missing from the source may be deleted
+(``catalog_deletes``).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+import time
+import typing as t
+
+from singer_sdk import typing as th
+from singer_sdk.exceptions import ConfigValidationError
+
+from target_miso.catalog import CatalogMapping, CatalogOptions, content_hash, stream_kind
+from target_miso.catalog_deletes import CatalogError, delete_missing
+from target_miso.catalog_hashes import CatalogHashes, environment_key
+from target_miso.catalog_schema import CatalogValidator
+from target_miso.delivery import Batch
+from target_miso.mappings import MappingError, options_for
+from target_miso.sinks import InteractionsSink, encode_interaction
+
+if t.TYPE_CHECKING:
+    from target_miso.target import TargetMiso
+
+DEFAULT_CATALOG_STORE = ".target-miso/catalog-hashes.sqlite"
+_TASK_DONE = frozenset({"succeeded", "success", "successful", "done", "completed", "complete", "finished"})
+_TASK_FAILED = frozenset({"failed", "failure", "error", "errored", "cancelled", "canceled"})
+
+#: The target's settings for catalog streams (spliced into TargetMiso.config_jsonschema).
+CATALOG_SETTINGS = [
+    th.Property(
+        "catalog_batch_size_rows",
+        th.IntegerType(nullable=False),
+        default=100,
+        title="Catalog batch size (rows)",
+        description="Product or user records per request (Miso recommends about 100; its "
+        "Node SDK sends 200). `max_request_bytes` also applies.",
+    ),
+    th.Property(
+        "catalog_store",
+        th.StringType(nullable=True),
+        default=DEFAULT_CATALOG_STORE,
+        title="Catalog hash store",
+        description="SQLite file with a content hash per product and user Miso accepted, so "
+        "later runs send only changed records (relative to the working directory; keep it on "
+        "a persistent volume). null: every record is sent on every run. See docs/catalog.md.",
+    ),
+    th.Property(
+        "wait_for_tasks",
+        th.BooleanType(nullable=False),
+        default=False,
+        title="Wait for catalog tasks",
+        description="At each checkpoint, poll the task of every product/user upload and "
+        "delete (`/_status/{task_id}`) until it is done; a failed task stops the run "
+        "without STATE.",
+    ),
+    th.Property(
+        "task_wait_seconds",
+        th.NumberType(nullable=False),
+        default=300,
+        title="Task wait limit",
+        description="How long `wait_for_tasks` waits for the tasks of one checkpoint; tasks "
+        "still running then are logged and their records are sent again next run.",
+    ),
+]
+
+
+def task_state(status: dict[str, t.Any]) -> str:
+    """Reduce an (undocumented) task status answer to done, failed or running.
+
+    Args:
+        status: The ``data`` of ``GET /v1/{kind}/_status/{task_id}``.
+
+    Returns:
+        ``done``, ``failed`` or ``running``.
+    """
+    word = str(status.get("status") or status.get("state") or "").strip().lower()
+    if word in _TASK_DONE:
+        return "done"
+    if word in _TASK_FAILED:
+        return "failed"
+    return "running"
+
+
+class CatalogStream:
+    """One catalog stream's run: mapping, ids seen, hashes awaiting commit, counters.
+
+    It outlives a sink replaced after a schema change. Delivery threads report accepted
+    records through ``stored``; everything else runs on the main thread.
+    """
+
+    def __init__(self, catalogs: Catalogs, stream_name: str, options: CatalogOptions) -> None:
+        """Prepare the stream.
+
+        Args:
+            catalogs: The run's catalog coordinator.
+            stream_name: The Singer stream.
+            options: Its checked options.
+        """
+        self.catalogs = catalogs
+        self.name = stream_name
+        self.options = options
+        self.kind = options.kind
+        self.path = f"/v1/{options.kind}"
+        self.mapping = CatalogMapping(options, stream_name)
+        self.validator = CatalogValidator(options.kind)
+        self.counts: collections.Counter[str] = collections.Counter()
+        #: Every id read in this run (valid or not): deletes never touch them.
+        self.seen_ids: set[str] = set()
+        #: A start-of-table ACTIVATE_VERSION arrived: delete at the end of the read.
+        self.full_table_pending = False
+        self.would_delete: list[str] = []
+        self._handed: dict[str, str] = {}  # id -> hash handed to delivery in this run
+        self._lock = threading.Lock()
+        self._accepted: dict[str, str] = {}
+        self._tasks: list[tuple[str, dict[str, str]]] = []
+        self._forget: set[str] = set()
+
+    def is_unchanged(self, record_id: str, digest: str) -> bool:
+        """Tell whether Miso already has this exact record (or it is on its way).
+
+        Args:
+            record_id: The record's id.
+            digest: Its content hash.
+
+        Returns:
+            True when it need not be sent.
+        """
+        if self._handed.get(record_id) == digest:
+            return True
+        if record_id not in self._handed and self.catalogs.hashes.get(self.kind, record_id) == digest:
+            return True
+        self._handed[record_id] = digest
+        return False
+
+    def stored(self, keys: list[tuple[str, str]], positions: list[int], task_id: str | None) -> None:
+        """Miso stored these records of a batch (called from a delivery thread).
+
+        Args:
+            keys: (id, hash) of every record of the batch.
+            positions: Which of them were stored.
+            task_id: The upload's task id.
+        """
+        accepted = dict(keys[p] for p in positions)
+        with self._lock:
+            self.counts["sent"] += len(accepted)
+            if self.catalogs.wait_for_tasks and task_id:
+                self._tasks.append((task_id, accepted))
+            else:
+                self._accepted.update(accepted)
+
+    def commit(self) -> None:
+        """Every batch handed out settled: wait for tasks if asked, then save the hashes.
+
+        Raises:
+            CatalogError: If a task failed.
+        """
+        with self._lock:
+            tasks, self._tasks = self._tasks, []
+        if tasks:
+            finished = self.catalogs.wait_for(self, [task_id for task_id, _ in tasks])
+            for task_id, accepted in tasks:
+                if finished.get(task_id) == "done":
+                    self._accepted.update(accepted)
+        with self._lock:
+            accepted, self._accepted = self._accepted, {}
+            forget, self._forget = self._forget, set()
+        if not self.catalogs.dry_run:
+            self.catalogs.hashes.save(self.kind, accepted, forget)
+
+    def run_deletes(self) -> None:
+        """The full-table read is over: delete what Miso has and the read did not."""
+        self.full_table_pending = False
+        if not self.options.delete_missing:
+            self.catalogs.logger.info(
+                "Stream '%s': full-table sync ended; delete_missing is off, nothing deleted",
+                self.name,
+            )
+            self.seen_ids = set()
+            return
+        target = self.catalogs.target
+        outcome = delete_missing(
+            target.client, self.name, self.options, self.seen_ids,
+            dry_run=self.options.delete_dry_run or bool(target.config["dry_run"]),
+        )
+        if outcome.dry_run:
+            self.would_delete += outcome.missing
+        else:
+            self.counts["deleted"] += outcome.deleted
+            with self._lock:
+                self._forget |= set(outcome.missing)
+            if outcome.task_ids and self.catalogs.wait_for_tasks:
+                self.catalogs.wait_for(self, outcome.task_ids)
+        with self._lock:
+            # Ids Miso lacks although their hash says it has them (deleted by someone else):
+            # forget the hash so the next run sends them again.
+            self._forget |= outcome.absent_from_miso - set(self._handed)
+        self.seen_ids = set()
+        self.commit()
+
+    def summary(self) -> str:
+        """One line for the run summary."""
+        parts = [
+            f"{self.counts['read']} read",
+            f"{self.counts['sent']} sent and accepted",
+            f"{self.counts['unchanged']} unchanged (not sent)",
+        ]
+        if self.counts["filtered"]:
+            parts.append(f"{self.counts['filtered']} filtered out")
+        if self.counts["deleted"]:
+            parts.append(f"{self.counts['deleted']} deleted")
+        if self.would_delete:
+            shown = ", ".join(self.would_delete[:20])
+            more = f" and {len(self.would_delete) - 20} more" if len(self.would_delete) > 20 else ""  # noqa: PLR2004
+            parts.append(f"dry run, would delete {len(self.would_delete)}: {shown}{more}")
+        return f"  catalog stream {self.name} ({self.kind}): " + ", ".join(parts)
+
+
+class Catalogs:
+    """The run's catalog streams, their hash store, task waits and end-of-input deletes."""
+
+    def __init__(self, target: TargetMiso) -> None:
+        """Read the catalog settings.
+
+        Args:
+            target: The running target.
+        """
+        config = target.config
+        self.target = target
+        self.logger = target.logger
+        self.dry_run = bool(config["dry_run"])
+        self.wait_for_tasks = bool(config.get("wait_for_tasks", False))
+        self.task_wait_seconds = float(config.get("task_wait_seconds", 300))
+        self.batch_size_rows = int(config.get("catalog_batch_size_rows", 100))
+        problems = []
+        if self.batch_size_rows < 1:
+            problems.append("catalog_batch_size_rows: must be at least 1")
+        if self.task_wait_seconds < 0:
+            problems.append("task_wait_seconds: must not be negative")
+        if problems:
+            raise ConfigValidationError("Invalid target-miso settings", errors=problems)
+        self.streams: dict[str, CatalogStream] = {}
+        self.terminating = False
+        self._store_path = config.get("catalog_store", DEFAULT_CATALOG_STORE)
+        self._environment = environment_key(config["api_url"], config["api_key"])
+        self._hashes: CatalogHashes | None = None
+
+    @property
+    def hashes(self) -> CatalogHashes:
+        """The hash store, opened when the first catalog stream needs it."""
+        if self._hashes is None:
+            self._hashes = CatalogHashes(self._store_path, self._environment)
+        return self._hashes
+
+    def is_catalog(self, stream_name: str) -> bool:
+        """Tell whether the ``mappings`` entry of a stream makes it a catalog stream.
+
+        Args:
+            stream_name: The Singer stream.
+
+        Returns:
+            True for ``kind: products`` or ``kind: users``.
+        """
+        path, options = options_for(stream_name, self.target.config.get("mappings") or {})
+        return stream_kind(options, path) != "interactions"
+
+    def stream(self, stream_name: str) -> CatalogStream:
+        """The run state of a catalog stream, created on first use.
+
+        Args:
+            stream_name: The Singer stream.
+
+        Returns:
+            Its CatalogStream.
+        """
+        catalog = self.streams.get(stream_name)
+        if catalog is None:
+            path, options = options_for(stream_name, self.target.config.get("mappings") or {})
+            catalog = CatalogStream(self, stream_name, CatalogOptions(options, path))
+            self.streams[stream_name] = catalog
+            self.logger.info("Stream '%s' is synced to Miso's %s", stream_name, catalog.kind)
+        return catalog
+
+    def activate_version(self, stream_name: str) -> None:
+        """ACTIVATE_VERSION: the stream is (or was just) read in full.
+
+        Taps send it after the records (singer-python taps) or before them (singer-sdk
+        taps, and singer-python taps on a first sync). After records, the read is over and
+        deletes run now; before them, they run once the input ends.
+
+        Args:
+            stream_name: The Singer stream.
+        """
+        catalog = self.stream(stream_name)
+        if catalog.seen_ids:
+            self.target.checkpoint()  # deliver and commit everything read so far first
+            catalog.run_deletes()
+        else:
+            catalog.full_table_pending = True
+
+    def finish(self) -> None:
+        """The input ended: run the deletes of full-table reads announced at their start."""
+        pending = [c for c in self.streams.values() if c.full_table_pending]
+        if not pending:
+            return
+        if self.terminating:
+            self.logger.warning(
+                "Stopped by a signal: the full-table read of %s may be incomplete, so nothing "
+                "is deleted", ", ".join(c.name for c in pending),
+            )
+            return
+        self.target.checkpoint()
+        for catalog in pending:
+            catalog.run_deletes()
+
+    def commit(self) -> None:
+        """Save the hashes of every accepted record (called after delivery settled)."""
+        for catalog in self.streams.values():
+            catalog.commit()
+
+    def wait_for(self, catalog: CatalogStream, task_ids: list[str]) -> dict[str, str]:
+        """Poll tasks until they are done, failed, or ``task_wait_seconds`` passed.
+
+        Args:
+            catalog: The stream the tasks belong to.
+            task_ids: The tasks.
+
+        Returns:
+            Task id -> ``done`` or ``running`` (still running at the deadline).
+
+        Raises:
+            CatalogError: If a task failed.
+        """
+        client = self.target.client
+        deadline = time.monotonic() + self.task_wait_seconds
+        states = dict.fromkeys(task_ids, "running")
+        delay = 0.2
+        while True:
+            for task_id in [k for k, v in states.items() if v == "running"]:
+                status = client.task_status(catalog.kind, task_id)
+                states[task_id] = task_state(status)
+                if states[task_id] == "failed":
+                    msg = (
+                        f"stream '{catalog.name}': Miso task {task_id} on {catalog.kind} "
+                        f"failed ({str(status)[:300]}); stopping without STATE so the next run "
+                        "sends the records again"
+                    )
+                    raise CatalogError(client.scrub(msg))
+            running = [k for k, v in states.items() if v == "running"]
+            if not running:
+                return states
+            if time.monotonic() >= deadline:
+                self.logger.warning(
+                    "Stream '%s': %d Miso task(s) still running after %g s (e.g. %s); their "
+                    "records will be sent again next run",
+                    catalog.name, len(running), self.task_wait_seconds, running[0],
+                )
+                return states
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, 5.0)
+
+    def summary_lines(self) -> list[str]:
+        """Lines for the run summary, one per catalog stream."""
+        return [catalog.summary() for catalog in self.streams.values()]
+
+    def close(self) -> None:
+        """Close the hash store."""
+        if self._hashes is not None:
+            self._hashes.close()
+
+
+class CatalogSink(InteractionsSink):
+    """Maps one stream's rows to product or user records and batches the changed ones."""
+
+    def __init__(
+        self,
+        target: TargetMiso,
+        stream_name: str,
+        schema: dict,
+        key_properties: t.Sequence[str] | None,
+    ) -> None:
+        """Create the sink.
+
+        Args:
+            target: The running target.
+            stream_name: The stream (or its stream-map alias).
+            schema: The stream's schema.
+            key_properties: The stream's key properties.
+        """
+        self.catalog = target.catalogs.stream(stream_name)
+        super().__init__(target, stream_name, schema, key_properties)
+
+    def setup(self) -> None:
+        """Check the mapping against the stream's columns (mistakes stop the run here)."""
+        self.catalog.mapping.bind_schema(self.schema)
+
+    @property
+    def max_size(self) -> int:
+        """Records per request: ``catalog_batch_size_rows``."""
+        return self._target.catalogs.batch_size_rows
+
+    def process_record(self, record: dict, context: dict) -> None:  # noqa: ARG002
+        """Map, validate, compare and batch one source row.
+
+        Args:
+            record: The row as the tap sent it.
+            context: The SDK's batch context (unused).
+        """
+        target, catalog = self._target, self.catalog
+        target.tally.records_in += 1
+        catalog.counts["read"] += 1
+        try:
+            mapped = catalog.mapping.map(record)
+        except MappingError as error:
+            target.set_aside(self.stream_name, [str(error)], record, None, "mapping")
+            return
+        if mapped is None:
+            catalog.counts["filtered"] += 1
+            return
+        record_id = mapped.get(catalog.options.id_field)
+        if isinstance(record_id, str):
+            catalog.seen_ids.add(record_id)
+        reasons = catalog.validator.reasons(mapped)
+        if reasons:
+            target.set_aside(self.stream_name, reasons, record, mapped, "validation")
+            return
+        encoded = encode_interaction(mapped)
+        if len(encoded) + 1 > self._max_bytes:
+            reason = f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"
+            target.set_aside(self.stream_name, [reason], record, mapped, "validation")
+            return
+        digest = content_hash(mapped)
+        if catalog.is_unchanged(record_id, digest):
+            catalog.counts["unchanged"] += 1
+            return
+        batch = self._batch
+        if batch.records and batch.size_bytes + len(encoded) + 1 > self._max_bytes:
+            self._seal()
+            batch = self._batch
+        batch.add(encoded, record)
+        self._keys.append((record_id, digest))
+        if len(batch) >= self.max_size:
+            self._seal()
+
+    def activate_version(self, new_version: int) -> None:  # noqa: ARG002
+        """A full-table sync of this stream: see ``Catalogs.activate_version``.
+
+        Args:
+            new_version: The table version (not needed: ids seen in this run decide).
+        """
+        self._target.catalogs.activate_version(self.stream_name)
+
+    def _new_batch(self) -> Batch:
+        keys: list[tuple[str, str]] = []
+        self._keys = keys
+        return Batch(
+            self.stream_name,
+            path=self.catalog.path,
+            on_stored=functools.partial(self.catalog.stored, keys),
+        )
