@@ -91,14 +91,20 @@ class CatalogOptions:
         )
         self.delete_missing = _boolean(options, "delete_missing", path)
         self.delete_dry_run = _boolean(options, "delete_dry_run", path)
-        fraction = options.get("max_delete_fraction", 0.1)
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-            0 <= fraction <= 1
-        ):
-            raise MappingConfigError(
-                f"{path}.max_delete_fraction", f"expected a number from 0 to 1, got {fraction!r}",
-            )
-        self.max_delete_fraction = float(fraction)
+        self.max_delete_fraction = _fraction(options.get("max_delete_fraction", 0.1), path)
+
+
+def _fraction(value: object, path: str) -> float:
+    # The SDK reads config files with Decimals; Meltano may pass numbers as text.
+    try:
+        fraction = float(value) if not isinstance(value, bool) else -1.0  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        fraction = -1.0
+    if not 0 <= fraction <= 1:
+        raise MappingConfigError(
+            f"{path}.max_delete_fraction", f"expected a number from 0 to 1, got {value!r}",
+        )
+    return fraction
 
 
 def _boolean(options: MappingType[str, t.Any], name: str, path: str) -> bool:

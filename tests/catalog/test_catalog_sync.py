@@ -1,0 +1,363 @@
+"""Catalog sync through the real target process into the sandbox: records, changes, deletes."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+import pytest
+
+from tests.helpers import (
+    read_rejects,
+    record_message,
+    run_target,
+    schema_message,
+    state_message,
+    write_config,
+)
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
+
+    from target_miso.sandbox import Sandbox
+
+PRODUCT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sku": {"type": "integer"},
+        "name": {"type": ["string", "null"]},
+        "price": {"type": ["number", "null"]},
+        "category_path": {"type": ["string", "null"]},
+        "in_stock": {"type": ["boolean", "null"]},
+        "updated": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+USER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "city": {"type": ["string", "null"]},
+        "age": {"type": ["integer", "null"]},
+    },
+}
+PRODUCT_MAPPING = {
+    "kind": "products",
+    "fields": {
+        "product_id": "'p-' + str(sku)",
+        "title": "name",
+        "sale_price": "price",
+        "categories": {"column": "category_path", "split": ">"},
+        "availability": "'IN_STOCK' if in_stock else 'OUT_OF_STOCK'",
+        "updated_at": "updated",
+    },
+}
+USER_MAPPING = {"kind": "users", "fields": {"user_id": "id", "city": "city", "age": "age"}}
+
+
+def product_row(sku: int, **changes: t.Any) -> dict[str, t.Any]:
+    """A products table row."""
+    row = {
+        "sku": sku,
+        "name": f"Product {sku}",
+        "price": 10 + sku / 4,
+        "category_path": "Toys > Dolls",
+        "in_stock": sku % 2 == 0,
+        "updated": "2024-05-01 10:00:00",
+    }
+    row.update(changes)
+    return row
+
+
+def expected_product(sku: int, **changes: t.Any) -> dict[str, t.Any]:
+    """The Miso record ``product_row(sku)`` maps to."""
+    record = {
+        "product_id": f"p-{sku}",
+        "title": f"Product {sku}",
+        "sale_price": 10 + sku / 4,
+        "categories": [["Toys", "Dolls"]],
+        "availability": "IN_STOCK" if sku % 2 == 0 else "OUT_OF_STOCK",
+        "updated_at": "2024-05-01T10:00:00.000Z",
+    }
+    record.update(changes)
+    return record
+
+
+def activate_version(stream: str, version: int = 1) -> str:
+    """Return an ACTIVATE_VERSION line."""
+    return json.dumps({"type": "ACTIVATE_VERSION", "stream": stream, "version": version})
+
+
+def catalog_input(
+    stream: str,
+    schema: dict[str, t.Any],
+    rows: list[dict[str, t.Any]],
+    *,
+    full_table: str | None = None,
+) -> list[str]:
+    """Singer lines for one stream; ``full_table`` puts ACTIVATE_VERSION at start or end."""
+    lines = [schema_message(stream, schema)]
+    if full_table == "start":
+        lines.append(activate_version(stream))
+    lines += [record_message(row, stream) for row in rows]
+    if full_table == "end":
+        lines.append(activate_version(stream))
+    lines.append(state_message({"bookmarks": {stream: {"version": 1}}}))
+    return lines
+
+
+def run(config: Path, *line_groups: list[str]):  # noqa: ANN201 - TargetRun
+    """Run the target on the concatenated lines."""
+    lines = [line for group in line_groups for line in group]
+    return run_target(config, "\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def products_config(tmp_path: Path, sandbox: Sandbox) -> t.Callable[..., Path]:
+    """Write a config with a products stream (options added to its mapping entry)."""
+
+    def make(**options: t.Any) -> Path:
+        settings = options.pop("settings", {})
+        return write_config(
+            tmp_path,
+            sandbox.url,
+            catalog_store=str(tmp_path / "catalog.sqlite"),
+            catalog_batch_size_rows=2,
+            mappings={"products": {**PRODUCT_MAPPING, **options}, "users": USER_MAPPING},
+            **settings,
+        )
+
+    return make
+
+
+def test_products_and_users_sync_exact_records(sandbox: Sandbox, products_config) -> None:
+    config = products_config()
+    users = [{"id": "u-1", "city": "Oslo", "age": 41}, {"id": "u-2", "city": None, "age": None}]
+    result = run(
+        config,
+        catalog_input("products", PRODUCT_SCHEMA, [product_row(sku) for sku in range(5)]),
+        catalog_input("users", USER_SCHEMA, users),
+    )
+    assert result.returncode == 0, result.stderr
+    assert sandbox.products == {f"p-{sku}": expected_product(sku) for sku in range(5)}
+    assert sandbox.users == {
+        "u-1": {"user_id": "u-1", "city": "Oslo", "age": 41},
+        "u-2": {"user_id": "u-2"},
+    }
+    by_path = sandbox.stats()["requests_by_path"]
+    assert by_path["/v1/products"] == 3  # 5 records, catalog_batch_size_rows=2
+    assert by_path["/v1/users"] == 1
+    assert "/v1/interactions" not in by_path
+    assert result.states[-1] == {"bookmarks": {"users": {"version": 1}}}
+    assert "catalog stream products (products): 5 read, 5 sent and accepted" in result.stderr
+
+
+def test_second_run_sends_only_the_changed_row(sandbox: Sandbox, products_config) -> None:
+    config = products_config()
+    rows = [product_row(sku) for sku in range(5)]
+    first = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+    assert first.returncode == 0, first.stderr
+    sandbox.reset()  # from here on, the sandbox holds only what the second run sends
+
+    rows[3] = product_row(3, price=99.5)
+    second = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+
+    assert second.returncode == 0, second.stderr
+    assert sandbox.products == {"p-3": expected_product(3, sale_price=99.5)}
+    assert sandbox.stats()["requests_by_path"] == {"/v1/products": 1}
+    assert "5 read, 1 sent and accepted, 4 unchanged (not sent)" in second.stderr
+
+
+def test_hashes_are_kept_only_for_records_miso_accepted(
+    sandbox: Sandbox, products_config
+) -> None:
+    config = products_config(settings={"max_retries": 0})
+    rows = [product_row(sku) for sku in range(4)]
+    sandbox.set_faults(fail_all_status=503)
+    failed = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+    assert failed.returncode == 1
+    assert failed.states == []
+
+    sandbox.set_faults()
+    again = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+    assert again.returncode == 0, again.stderr
+    assert sandbox.products == {f"p-{sku}": expected_product(sku) for sku in range(4)}
+    assert "4 read, 4 sent and accepted, 0 unchanged" in again.stderr
+
+
+@pytest.mark.parametrize("position", ["start", "end"])
+def test_full_table_sync_deletes_exactly_the_removed_row(
+    sandbox: Sandbox, products_config, position: str
+) -> None:
+    # singer-sdk taps announce the version before the records, singer-python taps after.
+    config = products_config(delete_missing=True)
+    rows = [product_row(sku) for sku in range(20)]
+    first = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table=position))
+    assert first.returncode == 0, first.stderr
+    assert sandbox.stats()["deleted"]["products"] == []
+
+    del rows[7]
+    second = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table=position))
+
+    assert second.returncode == 0, second.stderr
+    assert sandbox.stats()["deleted"]["products"] == ["p-7"]
+    assert set(sandbox.products) == {f"p-{sku}" for sku in range(20) if sku != 7}
+    assert "deleted 1 of 20 products that the full-table sync no longer has" in second.stderr
+
+
+def test_deleted_id_is_sent_again_when_it_comes_back(sandbox: Sandbox, products_config) -> None:
+    config = products_config(delete_missing=True)
+    rows = [product_row(sku) for sku in range(20)]
+    run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    run(config, catalog_input("products", PRODUCT_SCHEMA, rows[1:], full_table="end"))
+    assert "p-0" not in sandbox.products
+
+    back = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    assert back.returncode == 0, back.stderr
+    assert sandbox.products["p-0"] == expected_product(0)
+    assert "20 read, 1 sent and accepted, 19 unchanged" in back.stderr
+
+
+def test_a_delete_over_the_limit_is_refused_and_deletes_nothing(
+    sandbox: Sandbox, products_config
+) -> None:
+    config = products_config(delete_missing=True)
+    rows = [product_row(sku) for sku in range(10)]
+    run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="start"))
+    assert len(sandbox.products) == 10
+
+    truncated = run(config, catalog_input("products", PRODUCT_SCHEMA, rows[:8], full_table="start"))
+
+    assert truncated.returncode == 1
+    assert (
+        "the full-table sync would delete 2 of 10 products in Miso (20.0%), more than "
+        "mappings.products.max_delete_fraction=0.1 allows; nothing was deleted"
+    ) in truncated.stderr
+    assert sandbox.stats()["deleted"]["products"] == []
+    assert len(sandbox.products) == 10
+    assert "/v1/products/_delete" not in sandbox.stats()["requests_by_path"]
+
+
+def test_the_limit_can_be_raised_for_a_run(sandbox: Sandbox, products_config) -> None:
+    rows = [product_row(sku) for sku in range(10)]
+    run(products_config(), catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+
+    config = products_config(delete_missing=True, max_delete_fraction=0.5)
+    result = run(config, catalog_input("products", PRODUCT_SCHEMA, rows[3:], full_table="end"))
+
+    assert result.returncode == 0, result.stderr
+    assert sandbox.stats()["deleted"]["products"] == ["p-0", "p-1", "p-2"]
+
+
+def test_dry_run_lists_the_ids_and_deletes_nothing(sandbox: Sandbox, products_config) -> None:
+    rows = [product_row(sku) for sku in range(20)]
+    run(products_config(), catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+
+    config = products_config(delete_missing=True, delete_dry_run=True)
+    kept = [row for row in rows if row["sku"] not in (4, 11)]
+    result = run(config, catalog_input("products", PRODUCT_SCHEMA, kept, full_table="end"))
+
+    assert result.returncode == 0, result.stderr
+    assert sandbox.stats()["deleted"]["products"] == []
+    assert len(sandbox.products) == 20
+    assert "Stream 'products': would delete products: p-11, p-4" in result.stderr
+    assert "dry run, would delete 2: p-11, p-4" in result.stderr  # the run summary
+
+
+def test_without_delete_missing_a_full_table_sync_deletes_nothing(
+    sandbox: Sandbox, products_config
+) -> None:
+    rows = [product_row(sku) for sku in range(5)]
+    run(products_config(), catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    result = run(
+        products_config(), catalog_input("products", PRODUCT_SCHEMA, rows[:2], full_table="end")
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(sandbox.products) == 5
+    assert "/v1/products/_ids" not in sandbox.stats()["requests_by_path"]
+
+
+def test_invalid_products_are_set_aside_with_reasons_and_the_rest_delivered(
+    tmp_path: Path, sandbox: Sandbox, products_config
+) -> None:
+    config = products_config(
+        fields={**PRODUCT_MAPPING["fields"], "product_id": "name", "rating": "price"},
+    )
+    rows = [
+        {"sku": 1, "name": "ok-1", "price": 4.5},
+        {"sku": 2, "name": "_hidden", "price": 3},
+        {"sku": 3, "name": "a,b", "price": 9},
+        {"sku": 4, "name": "ok-4", "price": 1},
+    ]
+    result = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+
+    assert result.returncode == 0, result.stderr
+    assert sandbox.products == {
+        "ok-1": {"product_id": "ok-1", "title": "ok-1", "sale_price": 4.5, "rating": 4.5,
+                 "availability": "OUT_OF_STOCK"},
+        "ok-4": {"product_id": "ok-4", "title": "ok-4", "sale_price": 1, "rating": 1,
+                 "availability": "OUT_OF_STOCK"},  # in_stock is null
+    }  # fmt: skip
+    rejects = read_rejects(tmp_path / "rejects.jsonl")
+    assert [(r["stream"], r["stage"], r["record"]["sku"], r["reasons"]) for r in rejects] == [
+        ("products", "validation", 2, ["product_id: must not start with '_'"]),
+        (
+            "products",
+            "validation",
+            3,
+            ["product_id: must not contain ','", "rating: 9 is not a number from 0 to 5"],
+        ),
+    ]
+    assert rejects[1]["interaction"]["product_id"] == "a,b"
+
+
+def test_records_miso_refuses_are_set_aside_and_the_rest_resent(
+    tmp_path: Path, sandbox_factory, products_config
+) -> None:
+    sandbox = sandbox_factory(reject_user_ids=["u-2"])
+    config = write_config(
+        tmp_path, sandbox.url, catalog_store=None, mappings={"users": USER_MAPPING},
+    )
+    users = [{"id": f"u-{n}", "city": "Rome", "age": 30 + n} for n in range(4)]
+    result = run(config, catalog_input("users", USER_SCHEMA, users))
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(sandbox.users) == ["u-0", "u-1", "u-3"]
+    rejects = read_rejects(tmp_path / "rejects.jsonl")
+    assert [(r["stage"], r["record"]["id"]) for r in rejects] == [("miso", "u-2")]
+
+
+def test_wait_for_tasks_polls_every_upload_task(sandbox: Sandbox, products_config) -> None:
+    config = products_config(settings={"wait_for_tasks": True})
+    rows = [product_row(sku) for sku in range(5)]
+    result = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+
+    assert result.returncode == 0, result.stderr
+    status_requests = {
+        path: count
+        for path, count in sandbox.stats()["requests_by_path"].items()
+        if path.startswith("/v1/products/_status/")
+    }
+    assert len(status_requests) == 3  # one task per upload request
+    assert set(status_requests.values()) == {1}
+
+
+def test_dry_run_setting_stores_no_hashes(sandbox: Sandbox, products_config) -> None:
+    rows = [product_row(sku) for sku in range(3)]
+    dry = run(products_config(settings={"dry_run": True}),
+              catalog_input("products", PRODUCT_SCHEMA, rows))  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert sandbox.products == {}
+
+    real = run(products_config(), catalog_input("products", PRODUCT_SCHEMA, rows))
+    assert real.returncode == 0, real.stderr
+    assert len(sandbox.products) == 3
+
+
+def test_a_mistake_in_a_catalog_entry_stops_the_run_before_any_record(
+    sandbox: Sandbox, products_config
+) -> None:
+    config = products_config(fields={"product_id": "sku", "titel": "name"})
+    result = run(config, catalog_input("products", PRODUCT_SCHEMA, [product_row(1)]))
+    assert result.returncode != 0
+    assert "mappings.products.fields.titel: 'titel' is not a Miso product field" in result.stderr
+    assert sandbox.stats()["requests_total"] == 0
