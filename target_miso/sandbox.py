@@ -66,6 +66,8 @@ class Faults:
     errors_in_200: bool = False
     #: Seconds sent in ``Retry-After`` with a 429 (None: no header).
     retry_after: float | None = 0
+    #: The status ``/_status/<task_id>`` reports for catalog tasks (e.g. ``failed``).
+    task_status: str = "succeeded"
     seed: int | None = None
 
     @classmethod
@@ -251,7 +253,7 @@ class SandboxStore:
             "task_id": task_id,
             "kind": kind,
             "action": action,
-            "status": "succeeded",
+            "status": self.faults.task_status,
             "records": count,
         }
         return task_id
