@@ -361,3 +361,23 @@ def test_a_mistake_in_a_catalog_entry_stops_the_run_before_any_record(
     assert result.returncode != 0
     assert "mappings.products.fields.titel: 'titel' is not a Miso product field" in result.stderr
     assert sandbox.stats()["requests_total"] == 0
+
+
+def test_a_failed_task_stops_the_run_without_state_and_the_records_are_resent(
+    sandbox: Sandbox, products_config
+) -> None:
+    config = products_config(settings={"wait_for_tasks": True})
+    rows = [product_row(sku) for sku in range(3)]
+    sandbox.set_faults(task_status="failed")
+    failed = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+
+    assert failed.returncode == 1
+    assert failed.states == []
+    assert "stream 'products': Miso task" in failed.stderr
+    assert "on products failed" in failed.stderr
+
+    sandbox.set_faults()
+    sandbox.reset()
+    again = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
+    assert again.returncode == 0, again.stderr
+    assert len(sandbox.products) == 3  # no hash was kept for the failed task's records
