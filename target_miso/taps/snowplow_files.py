@@ -3,21 +3,28 @@
 Snowplow's S3 loader writes gzip files of headerless, tab-separated lines with JSON inside
 some fields and no quoting; none of the CSV or JSON taps reads that correctly (see
 docs/s3.md). This tap emits one stream, ``atomic-events``, whose records carry the 131
-enriched fields by name, as text (empty fields as null), plus ``_sdc_source_file``. The
-Snowplow preset of target-miso reads them as its "TSV-shaped" layout.
+enriched fields by name, as text (empty fields as null), plus where each line came from
+(``_sdc_source_file``, ``_sdc_source_lineno``, ``_sdc_source_last_modified``). The Snowplow
+preset of target-miso reads them as its "TSV-shaped" layout.
 
 ``path`` is a local directory or glob (``output/demo/*.gz``) or ``s3://bucket/prefix``.
-Files are read in key order, which for the S3 loader (keys carry the time they were
-written) is the order they were written. The bookmark is the key of the last file read;
-the next run starts again at that file (it may have been read only partly when a run
-stopped) and the target's event id dedupe drops what was already sent.
+
+Incremental by file: files are read in order of (last-modified time, key) and every record
+carries its position, ``<last modified>|<key>|<line number>`` (``end`` on a file's last
+line). That position is the bookmark, so the next run skips the files already read, resumes
+inside a file a stopped run left half read, and reads nothing twice. Files younger than
+``settle_seconds`` are left for the next run: an upload that began earlier (S3 dates an
+object by when its upload began) but finishes later must not land behind the bookmark.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import glob
 import gzip
 import io
+import time
 import typing as t
 from pathlib import Path
 
@@ -26,87 +33,210 @@ from singer_sdk import typing as th
 
 from target_miso.samples import ENRICHED_TSV_COLUMNS
 
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
 STREAM_NAME = "atomic-events"
 SOURCE_FILE = "_sdc_source_file"
+SOURCE_LINE = "_sdc_source_lineno"
+SOURCE_MODIFIED = "_sdc_source_last_modified"
+POSITION = "_sdc_source_position"
+#: Marks a file's last event in its position: sorts after every zero-padded line number.
+END_OF_FILE = "end"
+FIELD_COUNT = len(ENRICHED_TSV_COLUMNS)
+GZIP_MAGIC = b"\x1f\x8b"
 
 
-class MalformedLineError(ValueError):
-    """A line that is not an enriched event: names the file and line number."""
+class MalformedFileError(ValueError):
+    """A file or line that is not enriched TSV: the message names the file and line number."""
+
+
+#: The older name, kept for callers that catch it.
+MalformedLineError = MalformedFileError
+
+
+class SourceFile(t.NamedTuple):
+    """One file to read: where it is, when it was last written, how to open it."""
+
+    key: str
+    last_modified: dt.datetime
+    open: Callable[[], t.ContextManager[t.IO[bytes]]]
+
+    @property
+    def position_prefix(self) -> str:
+        """``<last modified>|<key>|``: files are read in the string order of this prefix.
+
+        Sorting on the very string the bookmark holds keeps the two orders identical (a
+        tuple order would put ``part-1`` before ``part-10`` where the strings do not).
+        """
+        return f"{_iso(self.last_modified)}|{self.key}|"
+
+
+class Bookmark(t.NamedTuple):
+    """Where the previous run stopped: a file's position prefix and the last line it sent."""
+
+    prefix: str
+    line: int | None  # None: the whole file was sent
+
+    @classmethod
+    def parse(cls, value: str | None) -> Bookmark | None:
+        """Read a position written by this tap.
+
+        Args:
+            value: The bookmark (``<last modified>|<key>|<line or end>``), or None.
+
+        Returns:
+            The bookmark, or None when there is none.
+
+        Raises:
+            ValueError: The value is not a position of this tap (an older state).
+        """
+        if not value:
+            return None
+        prefix, separator, line = value.rpartition("|")
+        if not separator or "|" not in prefix or not (line == END_OF_FILE or line.isdigit()):
+            msg = (
+                f"bookmark {value!r} of stream {STREAM_NAME} is not a tap-snowplow-files position "
+                "(<last modified>|<key>|<line>); clear the state to read every file again"
+            )
+            raise ValueError(msg)
+        return cls(prefix + "|", None if line == END_OF_FILE else int(line))
 
 
 class SnowplowFilesStream(Stream):
-    """Every event line of every file, in file key order."""
+    """Every event line of every file, in (last modified, key) order."""
 
     name = STREAM_NAME
     primary_keys = ("event_id",)
-    replication_key = SOURCE_FILE
+    replication_key = POSITION
     is_sorted = True
     schema = th.PropertiesList(
         *(th.Property(column, th.StringType) for column in ENRICHED_TSV_COLUMNS),
-        th.Property(SOURCE_FILE, th.StringType),
-    ).to_dict()
+        th.Property(SOURCE_FILE, th.StringType, description="The file's path or s3:// URL."),
+        th.Property(SOURCE_LINE, th.IntegerType, description="The line's number in the file."),
+        th.Property(SOURCE_MODIFIED, th.DateTimeType, description="The file's last-modified time."),
+        th.Property(POSITION, th.StringType, description="The bookmark: <last modified>|<key>|<line>."),
+    ).to_dict()  # fmt: skip
 
-    def get_records(self, context: dict | None) -> t.Iterable[dict[str, t.Any]]:
-        """Yield the events of each file from the bookmark on.
+    def get_records(self, context: dict | None) -> Iterable[dict[str, t.Any]]:
+        """Yield the events of every file after the bookmark.
 
         Args:
             context: Unused (one partition).
 
         Yields:
-            One record per line.
+            One record per event line.
         """
-        start = self.get_starting_replication_key_value(context) or ""
-        for key, opener in self._files():
-            if key < start:
-                continue
-            with opener() as raw:
-                yield from self._events(key, raw)
+        bookmark = Bookmark.parse(self.get_starting_replication_key_value(context))
+        settle = float(self.config.get("settle_seconds", 0))
+        newest_allowed = dt.datetime.fromtimestamp(time.time() - settle, dt.timezone.utc)
+        files = sorted(self._list_files(), key=lambda file: file.position_prefix)
+        ready = [file for file in files if file.last_modified <= newest_allowed]
+        todo = [file for file in ready if bookmark is None or file.position_prefix >= bookmark.prefix]
+        if bookmark is not None and todo and todo[0].position_prefix == bookmark.prefix:
+            if bookmark.line is None:
+                todo.pop(0)  # sent in full last time
+        self.logger.info(
+            "%d files to read, %d read by earlier runs, %d younger than settle_seconds=%s "
+            "left for the next run",
+            len(todo), len(ready) - len(todo), len(files) - len(ready), settle,
+        )  # fmt: skip
+        for file in todo:
+            skip = bookmark.line if bookmark and file.position_prefix == bookmark.prefix else 0
+            with file.open() as raw:
+                yield from self._events(file, raw, skip_through=skip or 0)
 
-    def _events(self, key: str, raw: t.IO[bytes]) -> t.Iterator[dict[str, t.Any]]:
-        head = raw.read(2)
-        stream: t.IO[bytes] = io.BufferedReader(_Prefixed(head, raw))  # type: ignore[arg-type]
-        if head == b"\x1f\x8b":  # gzip, whatever the file is called
-            stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
-        expected = len(ENRICHED_TSV_COLUMNS)
-        for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", newline="\n"), 1):
-            fields = line.rstrip("\r\n").split("\t")
-            if fields == [""]:
+    def _events(self, file: SourceFile, raw: t.IO[bytes], skip_through: int) -> Iterator[dict[str, t.Any]]:
+        """Parse one file's lines, one line behind so the last event can carry ``end``."""
+        prefix, modified = file.position_prefix, _iso(file.last_modified)
+        held: dict[str, t.Any] | None = None
+        for number, fields in _tsv_lines(file.key, raw):
+            if number <= skip_through:
                 continue
-            if len(fields) != expected:
-                msg = f"{key}, line {number}: {len(fields)} tab-separated fields, expected {expected} (enriched TSV)"
-                raise MalformedLineError(msg)
-            record: dict[str, t.Any] = {
-                column: value or None for column, value in zip(ENRICHED_TSV_COLUMNS, fields)
-            }
-            record[SOURCE_FILE] = key
-            yield record
+            if held is not None:
+                yield held
+            held = dict(zip(ENRICHED_TSV_COLUMNS, [value or None for value in fields]))
+            held[SOURCE_FILE], held[SOURCE_LINE], held[SOURCE_MODIFIED] = file.key, number, modified
+            held[POSITION] = f"{prefix}{number:010d}"
+        if held is not None:
+            held[POSITION] = prefix + END_OF_FILE
+            yield held
 
-    def _files(self) -> list[tuple[str, t.Callable[[], t.ContextManager[t.IO[bytes]]]]]:
+    def _list_files(self) -> list[SourceFile]:
         path = str(self.config["path"])
         if path.startswith("s3://"):
-            return self._s3_files(path)
-        local = path.removeprefix("file://")
-        if Path(local).is_dir():
-            local = str(Path(local) / "**" / "*")
-        files = sorted(Path(found) for found in glob.glob(local, recursive=True))
-        return [(str(file), (lambda file=file: file.open("rb"))) for file in files if file.is_file()]
+            return _s3_files(path, self.config.get("endpoint_url"))
+        return _local_files(path.removeprefix("file://"))
 
-    def _s3_files(self, url: str) -> list[tuple[str, t.Callable[[], t.ContextManager[t.IO[bytes]]]]]:
-        try:
-            import boto3  # noqa: PLC0415 - only the S3 path needs it
-        except ImportError:
-            msg = "reading s3:// paths needs boto3: install target-miso[s3]"
-            raise RuntimeError(msg) from None
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        client = boto3.client("s3", endpoint_url=self.config.get("endpoint_url") or None)
-        keys = []
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys += [item["Key"] for item in page.get("Contents", []) if not item["Key"].endswith("/")]
 
-        def opener(key: str) -> t.Callable[[], t.ContextManager[t.IO[bytes]]]:
-            return lambda: _closing(client.get_object(Bucket=bucket, Key=key)["Body"])
+def _tsv_lines(key: str, raw: t.IO[bytes]) -> Iterator[tuple[int, list[str]]]:
+    """Split a file (gzip or plain, told apart by its first bytes) into numbered lines of fields.
 
-        return [(f"s3://{bucket}/{key}", opener(key)) for key in sorted(keys)]
+    Raises:
+        MalformedFileError: A line without 131 fields, bytes that are not UTF-8, or a
+            damaged or cut-off gzip file, named by file and line number.
+    """
+    head = raw.read(2)
+    stream: t.IO[bytes] = io.BufferedReader(_Prefixed(head, raw), buffer_size=1 << 20)  # type: ignore[arg-type]
+    if head == GZIP_MAGIC:  # whatever the file is called
+        stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
+    number = 0
+    try:
+        for number, line in enumerate(stream, 1):  # noqa: B007 - read in the except
+            fields = line.rstrip(b"\r\n").decode("utf-8").split("\t")
+            if len(fields) == FIELD_COUNT:
+                yield number, fields
+            elif fields != [""]:  # blank lines carry no event
+                msg = f"{key}, line {number}: {len(fields)} tab-separated fields, expected {FIELD_COUNT} (enriched TSV)"
+                raise MalformedFileError(msg)
+    except UnicodeDecodeError as error:
+        msg = f"{key}, line {number}: not UTF-8 ({error.reason} at byte {error.start})"
+        raise MalformedFileError(msg) from None
+    except (EOFError, gzip.BadGzipFile, OSError) as error:
+        msg = f"{key}, after line {number}: damaged or cut-off gzip file ({error})"
+        raise MalformedFileError(msg) from None
+
+
+def _local_files(pattern: str) -> list[SourceFile]:
+    if Path(pattern).is_dir():
+        pattern = str(Path(pattern) / "**" / "*")
+    found = (Path(name) for name in glob.glob(pattern, recursive=True))
+    return [
+        SourceFile(str(file), _from_ns(file.stat().st_mtime_ns), lambda file=file: file.open("rb"))
+        for file in found
+        if file.is_file()
+    ]
+
+
+def _s3_files(url: str, endpoint_url: str | None) -> list[SourceFile]:
+    try:
+        import boto3  # noqa: PLC0415 - only the S3 path needs it (the `s3` extra)
+    except ImportError:
+        msg = "reading s3:// paths needs boto3: pip install 'target-miso[s3]'"
+        raise RuntimeError(msg) from None
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    # endpoint_url=None lets boto3 read AWS_ENDPOINT_URL(_S3) and the profile, as the AWS CLI does.
+    client = boto3.client("s3", endpoint_url=endpoint_url or None)
+
+    def opener(key: str) -> Callable[[], t.ContextManager[t.IO[bytes]]]:
+        return lambda: contextlib.closing(client.get_object(Bucket=bucket, Key=key)["Body"])
+
+    return [
+        SourceFile(f"s3://{bucket}/{item['Key']}", item["LastModified"], opener(item["Key"]))
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+        if not item["Key"].endswith("/")
+    ]
+
+
+def _from_ns(nanoseconds: int) -> dt.datetime:
+    seconds, rest = divmod(nanoseconds, 1_000_000_000)
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(microsecond=rest // 1000)
+
+
+def _iso(moment: dt.datetime) -> str:
+    """Fixed width, so that positions sort as text."""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Prefixed(io.RawIOBase):
@@ -118,7 +248,7 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: t.Any) -> int:
+    def readinto(self, buffer: t.Any) -> int:  # noqa: ANN401 - a writable buffer
         if self._head:
             size = min(len(buffer), len(self._head))
             buffer[:size], self._head = self._head[:size], self._head[size:]
@@ -128,31 +258,27 @@ class _Prefixed(io.RawIOBase):
         return len(chunk)
 
 
-class _closing:  # noqa: N801 - used like contextlib.closing
-    def __init__(self, body: t.Any) -> None:
-        self.body = body
-
-    def __enter__(self) -> t.Any:
-        return self.body
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.body.close()
-
-
 class TapSnowplowFiles(Tap):
     """Snowplow enriched TSV files, local or on S3."""
 
     name = "tap-snowplow-files"
     package_name = "target-miso"  # the distribution that ships it (for --version)
     config_jsonschema = th.PropertiesList(
-        th.Property("path", th.StringType, required=True,
-                    description="A directory, a glob (`data/*.gz`) or `s3://bucket/prefix` of enriched TSV files."),
-        th.Property("endpoint_url", th.StringType,
-                    description="S3-compatible endpoint (MinIO, moto, ...); AWS_ENDPOINT_URL also works."),
+        th.Property("path", th.StringType, required=True, title="Files",
+                    description="A directory, a glob (`data/**/*.gz`) or `s3://bucket/prefix` of enriched TSV files."),
+        th.Property("endpoint_url", th.StringType, title="S3 endpoint URL",
+                    description="S3-compatible endpoint (MinIO, moto, ...); unset, boto3 reads AWS_ENDPOINT_URL."),
+        th.Property("settle_seconds", th.NumberType, default=300, title="Settle time (seconds)",
+                    description="Leave files modified less than this long ago for the next run, so that "
+                                "an upload still in flight can never land behind the bookmark."),
     ).to_dict()  # fmt: skip
 
     def discover_streams(self) -> list[Stream]:
-        """The one stream."""
+        """The one stream.
+
+        Returns:
+            ``atomic-events``.
+        """
         return [SnowplowFilesStream(self)]
 
 
