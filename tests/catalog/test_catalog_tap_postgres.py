@@ -1,0 +1,155 @@
+"""tap-postgres (a singer-sdk tap) full-table reads of real tables into the target and the sandbox.
+
+singer-sdk taps send ACTIVATE_VERSION before a full-table stream's records (when
+``emit_activate_version_messages`` is on), so the deletes run when the input ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import typing as t
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.helpers import run_target, write_config
+
+if t.TYPE_CHECKING:
+    from target_miso.sandbox import Sandbox
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+TAP = ROOT / ".meltano/extractors/tap-postgres/venv/bin/tap-postgres"
+DATABASE = "target_miso_catalog_e2e"
+ADMIN_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+MAPPINGS = {
+    "shop-products": {
+        "kind": "products",
+        "fields": {
+            "product_id": "'p-' + str(sku)",
+            "title": "name",
+            "sale_price": "price",
+            "categories": {"column": "category", "split": "/"},
+            "updated_at": "updated_at",
+        },
+        "delete_missing": True,
+    },
+    "shop-customers": {
+        "kind": "users",
+        "fields": {"user_id": "id", "city": "city", "age": "age"},
+        "delete_missing": True,
+    },
+}
+
+
+@pytest.fixture
+def shop_db() -> t.Iterator[psycopg.Connection]:
+    """A fresh database with shop.products (10 rows) and shop.customers (3 rows)."""
+    if not TAP.exists():
+        pytest.skip("tap-postgres is not installed (meltano install extractors tap-postgres)")
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DATABASE}")
+    with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={DATABASE}")) as conn:
+        conn.execute(
+            """
+            CREATE SCHEMA shop;
+            CREATE TABLE shop.products (sku integer PRIMARY KEY, name text,
+                price numeric(10, 2), category text, updated_at timestamptz);
+            INSERT INTO shop.products
+                SELECT i, 'Product ' || i, 10 + i / 4.0, 'Toys/Dolls',
+                       timestamptz '2024-05-01 12:00:00+02' FROM generate_series(0, 9) AS i;
+            CREATE TABLE shop.customers (id text PRIMARY KEY, city text, age integer);
+            INSERT INTO shop.customers VALUES ('u-1', 'Oslo', 41), ('u-2', NULL, NULL),
+                                              ('u-3', 'Rome', 29);
+            """,
+        )
+        conn.commit()
+        yield conn
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+def tap_output(tmp_path: Path) -> str:
+    """Run tap-postgres: discover, select both tables for FULL_TABLE, read them."""
+    config = tmp_path / "tap.json"
+    config.write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "port": 5432,
+                "user": "postgres",
+                "password": os.environ.get("PGPASSWORD", "postgres"),
+                "database": DATABASE,
+                "filter_schemas": ["shop"],
+                "emit_activate_version_messages": True,
+            },
+        ),
+    )
+    discovered = subprocess.run(
+        [str(TAP), "--config", str(config), "--discover"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    catalog = json.loads(discovered.stdout)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"].update(selected=True, **{"replication-method": "FULL_TABLE"})
+    catalog_path = tmp_path / "catalog.json"
+    catalog_path.write_text(json.dumps(catalog))
+    read = subprocess.run(
+        [str(TAP), "--config", str(config), "--catalog", str(catalog_path)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return read.stdout
+
+
+def expected_product(sku: int, price: float | None = None) -> dict[str, t.Any]:
+    return {
+        "product_id": f"p-{sku}",
+        "title": f"Product {sku}",
+        "sale_price": price if price is not None else 10 + sku / 4,
+        "categories": [["Toys", "Dolls"]],
+        "updated_at": "2024-05-01T10:00:00.000Z",
+    }
+
+
+def test_tables_sync_then_one_change_and_one_removal(
+    tmp_path: Path, shop_db: psycopg.Connection, sandbox: Sandbox
+) -> None:
+    config = write_config(
+        tmp_path, sandbox.url, catalog_store=str(tmp_path / "catalog.sqlite"), mappings=MAPPINGS,
+    )
+    first_input = tap_output(tmp_path)
+    assert '"type":"ACTIVATE_VERSION"' in first_input.replace(" ", "")
+    first = run_target(config, first_input)
+
+    assert first.returncode == 0, first.stderr
+    assert sandbox.products == {f"p-{sku}": expected_product(sku) for sku in range(10)}
+    assert sandbox.users == {
+        "u-1": {"user_id": "u-1", "city": "Oslo", "age": 41},
+        "u-2": {"user_id": "u-2"},
+        "u-3": {"user_id": "u-3", "city": "Rome", "age": 29},
+    }
+    assert sandbox.stats()["deleted"] == {"products": [], "users": []}
+
+    shop_db.execute("UPDATE shop.products SET price = 99.50 WHERE sku = 3")
+    shop_db.execute("DELETE FROM shop.products WHERE sku = 7")
+    shop_db.commit()
+    uploads_before = sandbox.stats()["requests_by_path"]["/v1/products"]
+    second = run_target(config, tap_output(tmp_path))
+
+    assert second.returncode == 0, second.stderr
+    assert sandbox.stats()["deleted"] == {"products": ["p-7"], "users": []}
+    assert sandbox.products == {
+        f"p-{sku}": expected_product(sku, 99.5 if sku == 3 else None)
+        for sku in range(10)
+        if sku != 7
+    }
+    assert sandbox.stats()["requests_by_path"]["/v1/products"] == uploads_before + 1
+    assert "9 read, 1 sent and accepted, 8 unchanged (not sent)" in second.stderr
+    assert "3 read, 0 sent and accepted, 3 unchanged (not sent)" in second.stderr
