@@ -18,7 +18,7 @@ renderers write them as:
 
 from __future__ import annotations
 
-import gzip
+import gzip as gzip_module
 import itertools
 import json
 import random
@@ -72,6 +72,8 @@ WEB_PAGE = "iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0"
 ECOMMERCE_ACTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/snowplow_ecommerce_action/jsonschema/1-0-2"
 PRODUCT = "iglu:com.snowplowanalytics.snowplow.ecommerce/product/jsonschema/1-0-0"
 TRANSACTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/transaction/jsonschema/1-0-0"
+REFUND = "iglu:com.snowplowanalytics.snowplow.ecommerce/refund/jsonschema/1-0-0"
+PROMOTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/promotion/jsonschema/1-0-0"
 SITE_SEARCH = "iglu:com.snowplowanalytics.snowplow/site_search/jsonschema/1-0-0"
 LINK_CLICK = "iglu:com.snowplowanalytics.snowplow/link_click/jsonschema/1-0-1"
 MEDIA_END = "iglu:com.snowplowanalytics.snowplow.media/end_event/jsonschema/1-0-0"
@@ -171,6 +173,9 @@ def _product(sku: str, **extra: t.Any) -> dict[str, t.Any]:
     return {"id": sku, "category": "Women/Shoes", "price": 29.95, "currency": "EUR", **extra}
 
 
+SPRING_SALE = {"id": "spring-sale", "name": "Spring sale", "product_ids": ["sku-10", "sku-11"], "position": 1}
+
+
 def sample_events() -> list[LogicalEvent]:
     """The logical event set behind the demo and the layout tests (see expected_interactions)."""
     shoe_page = "https://shop.example/product/sku-1"
@@ -181,8 +186,11 @@ def sample_events() -> list[LogicalEvent]:
         _ping(3, 20, "/product/sku-1", "pv-1"),
         _ping(4, 24, "/product/sku-1", "pv-1"),  # same 10-second bucket as the one before
         _ping(5, 31, "/product/sku-1", "pv-1"),
-        # The e-commerce plugin reports the same product view: counted once.
-        _ecommerce(6, 1, "product_view", [_product("sku-1")], "pv-1", page_url=shoe_page),
+        # The e-commerce plugin reports the same product view: counted once, as the plugin's
+        # event (product_view_source: ecommerce), with the page's engaged time.
+        _ecommerce(6, 1, "product_view", [_product("sku-1")], "pv-1",
+                   page_url=f"{shoe_page}?utm_source=newsletter", mkt_source="newsletter",
+                   mkt_medium="email", mkt_campaign="spring"),
         _page(7, 40, "/category/women/shoes", "pv-2", user_ipaddress="198.51.x.x"),
         _page(8, 60, "/", "pv-3", user_id="u-42", user_ipaddress="2001:db8::1"),
         _ping(9, 70, "/", "pv-3"),
@@ -224,8 +232,19 @@ def sample_events() -> list[LogicalEvent]:
         _ecommerce(11, 90, "add_to_cart", [_product("sku-1", quantity=2), _product("sku-2")],
                    "pv-1", page_url=shoe_page),  # fmt: skip
         LogicalEvent(_event(22, "link_click", 170), unstruct=(LINK_CLICK, {"targetUrl": "https://elsewhere.example/"})),
+        # No plugin event on this product page: the URL rule's product view counts.
         _page(23, 180, f"/product/sku-9?miso_id={MISO_ID}", "pv-5", user_id="u-42"),
-    ]
+        _ecommerce(24, 190, "remove_from_cart", [_product("sku-2", quantity=1)], "pv-1",
+                   page_url=shoe_page),
+        _ecommerce(25, 200, "list_click", [_product("sku-3", position=1)], "pv-2",
+                   page_url="https://shop.example/category/women/shoes"),
+        _ecommerce(26, 210, "refund", [_product("sku-1", quantity=1)], None, user_id="u-42",
+                   contexts=[(REFUND, {"transaction_id": "t-1", "currency": "EUR",
+                                       "refund_amount": 29.95, "refund_reason": "too small"})]),
+        _ecommerce(27, 220, "promo_view", [], None, contexts=[(PROMOTION, SPRING_SALE)]),
+        _ecommerce(28, 230, "promo_click", [], None, contexts=[(PROMOTION, SPRING_SALE)]),
+        _ecommerce(29, 240, "checkout_step", [], None),  # skipped: no Miso type
+    ]  # fmt: skip
 
 
 def expected_interactions() -> list[dict[str, t.Any]]:
@@ -243,9 +262,10 @@ def expected_interactions() -> list[dict[str, t.Any]]:
     visitor = {"anonymous_id": "d-visitor-1"}
     shoe = {"page": {"url": "https://shop.example/product/sku-1"}, **web}
     return [
-        {"type": "product_detail_page_view", **visitor, "timestamp": ts(0),
-         "context": {**page("/product/sku-1?utm_source=newsletter"), **web,
-                     "campaign": {"name": "spring", "source": "newsletter", "medium": "email"}},
+        # The plugin's product view replaces the URL rule's, and takes the page's pings.
+        {"type": "product_detail_page_view", **visitor, "timestamp": ts(1),
+         "context": {"page": {"url": "https://shop.example/product/sku-1?utm_source=newsletter"},
+                     **web, "campaign": {"name": "spring", "source": "newsletter", "medium": "email"}},
          "product_ids": ["sku-1"], "duration": 25},
         {"type": "category_page_view", **visitor, "timestamp": ts(40),
          "context": {**page("/category/women/shoes"), **web, "truncated_ip": "198.51.0.0"},
@@ -271,6 +291,17 @@ def expected_interactions() -> list[dict[str, t.Any]]:
         {"type": "product_detail_page_view", "user_id": "u-42", **visitor, "miso_id": MISO_ID,
          "timestamp": ts(180), "context": {**page(f"/product/sku-9?miso_id={MISO_ID}"), **web},
          "product_ids": ["sku-9"]},
+        {"type": "remove_from_cart", **visitor, "timestamp": ts(190), "context": shoe,
+         "product_ids": ["sku-2"]},
+        {"type": "click", **visitor, "timestamp": ts(200),
+         "context": {"page": {"url": "https://shop.example/category/women/shoes"}, **web},
+         "product_ids": ["sku-3"]},
+        {"type": "refund", "user_id": "u-42", **visitor, "timestamp": ts(210), "context": web,
+         "product_ids": ["sku-1"]},
+        {"type": "impression", **visitor, "timestamp": ts(220), "context": web,
+         "product_ids": ["sku-10", "sku-11"]},
+        {"type": "click", **visitor, "timestamp": ts(230), "context": web,
+         "product_ids": ["sku-10", "sku-11"]},
     ]  # fmt: skip
 
 
@@ -376,10 +407,25 @@ def render_bigquery(events: t.Iterable[LogicalEvent], *, full_version_names: boo
     return rows
 
 
-def write_enriched_tsv(path: str | Path, rows: t.Iterable[dict[str, t.Any]], *, compress: bool = True) -> None:
-    """Write TSV-shaped rows as Snowplow's S3 loader does: headerless TSV lines, gzip."""
+def write_enriched_tsv(
+    path: str | Path,
+    rows: t.Iterable[dict[str, t.Any]],
+    gzip: bool = True,
+    *,
+    compress: bool | None = None,
+) -> None:
+    """Write TSV-shaped rows as Snowplow's S3 loader does: headerless tab-separated lines.
+
+    Args:
+        path: The file to write.
+        rows: Rows from ``render_tsv_shaped`` (missing columns are written empty).
+        gzip: Compress the file (the S3 loader's files are gzip).
+        compress: The same as ``gzip`` (an older name, still accepted).
+    """
+    if compress is not None:
+        gzip = compress
     lines = ("\t".join(row.get(column) or "" for column in ENRICHED_TSV_COLUMNS) + "\n" for row in rows)
-    opener = gzip.open if compress else open
+    opener = gzip_module.open if gzip else open
     with opener(path, "wt", encoding="utf-8") as out:  # type: ignore[operator]
         out.writelines(lines)
 
@@ -435,7 +481,7 @@ def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None
 
 
 def benchmark_singer_lines(count: int, stream: str = "atomic-events") -> t.Iterator[str]:
-    """Singer text lines (no newline): SCHEMA, then RECORDs with a STATE every 10,000."""
+    """Singer messages as str lines without newline: SCHEMA, RECORDs, a STATE every 10,000."""
     schema = {"type": "object", "properties": {column: {"type": ["string", "null"]} for column in BENCHMARK_COLUMNS}}
     yield json.dumps({"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["event_id"]})
     last = None

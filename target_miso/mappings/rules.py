@@ -7,13 +7,15 @@ the site's URL scheme can. ``page_rules`` is an ordered list, the first match wi
       - {pattern: '^/product/(?P<product_id>[^/]+)', type: product_detail_page_view}
       - {pattern: '^/category/(?P<category>.+)$', type: category_page_view}
       - {pattern: '^/$', type: home_page_view}
-      - {pattern: '^/blog/(?P<product_id>[^/]+)', type: read, fields: {custom_context.section: blog}}
+      - {pattern: '^/(?P<section>blog|news)/(?P<product_id>[^/]+)', type: read,
+         fields: {context.custom_context.section: '{section}'}}
 
 Patterns are Python regular expressions searched in the URL's path (``on: url`` matches the
 whole URL, query string included). Named groups fill Miso fields: ``product_id`` and
 ``product_group_id`` (one-item lists), ``category`` (split on ``category_separator``, default
-``/``, broad to narrow). ``fields`` adds constant values. Every mistake is reported at
-start-up with the rule's setting path.
+``/``, broad to narrow). ``fields`` sets further fields, as constants or as templates naming
+any group (``{section}``, see ``field_templates``). Every mistake is reported at start-up
+with the rule's setting path.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 import urllib.parse
 
 from target_miso.mappings.base import MappingConfigError
+from target_miso.mappings.field_templates import compile_fields
 from target_miso.schema import COMMON_FIELDS, TYPE_FIELDS
 
 #: Named groups a pattern may use, and the Miso field each fills.
@@ -65,36 +68,39 @@ class PageRule:
             raise MappingConfigError(f"{path}.{unknown[0]}", f"unknown key (allowed: {allowed})")
         self.type = setting.get("type")
         if self.type not in TYPE_FIELDS:
-            raise MappingConfigError(f"{path}.type", f"{self.type!r} is not a Miso interaction type")
+            raise MappingConfigError(
+                f"{path}.type", f"{self.type!r} is not a Miso interaction type"
+            )
         allowed_fields = set(TYPE_FIELDS[self.type]) | set(COMMON_FIELDS)
         try:
             self.pattern = re.compile(str(setting.get("pattern") or ""))
         except re.error as error:
-            raise MappingConfigError(f"{path}.pattern", f"not a valid regular expression: {error}") from None
+            raise MappingConfigError(
+                f"{path}.pattern", f"not a valid regular expression: {error}"
+            ) from None
         if not setting.get("pattern"):
             raise MappingConfigError(f"{path}.pattern", "missing")
-        for group in self.pattern.groupindex:
-            field = GROUP_FIELDS.get(group)
-            if field is None:
-                known = ", ".join(GROUP_FIELDS)
-                reason = f"named group {group!r} fills no Miso field (use {known}, or (?:...))"
-                raise MappingConfigError(f"{path}.pattern", reason)
-            if field not in allowed_fields:
-                reason = f"group {group!r} sets {field}, which type {self.type!r} does not take"
-                raise MappingConfigError(f"{path}.pattern", reason)
         self.on = setting.get("on", "path")
         if self.on not in ("path", "url"):
             raise MappingConfigError(f"{path}.on", "expected path or url")
         self.separator = str(setting.get("category_separator", "/"))
-        constants = setting.get("fields") or {}
-        if not isinstance(constants, dict):
-            raise MappingConfigError(f"{path}.fields", "expected an object of field -> value")
-        for field_path in constants:
-            top = str(field_path).split(".")[0]
-            if top not in allowed_fields:
-                reason = f"{top!r} is not a field of type {self.type!r}"
-                raise MappingConfigError(f"{path}.fields.{field_path}", reason)
-        self.constants = dict(constants)
+        groups = tuple(self.pattern.groupindex)
+        self.templates = compile_fields(
+            setting.get("fields"), allowed_fields, groups, f"{path}.fields"
+        )
+        templated = {name for template in self.templates for name in template.uses}
+        for group in groups:
+            field = GROUP_FIELDS.get(group)
+            if field is None and group not in templated:
+                known = ", ".join(GROUP_FIELDS)
+                reason = (
+                    f"named group {group!r} fills no Miso field (use {known}, a placeholder "
+                    "{" + group + "} in fields, or (?:...))"
+                )
+                raise MappingConfigError(f"{path}.pattern", reason)
+            if field is not None and field not in allowed_fields:
+                reason = f"group {group!r} sets {field}, which type {self.type!r} does not take"
+                raise MappingConfigError(f"{path}.pattern", reason)
 
     def match(self, url: str, url_path: str) -> PageMatch | None:
         """Apply the rule.
@@ -109,11 +115,21 @@ class PageRule:
         found = self.pattern.search(url if self.on == "url" else url_path)
         if found is None:
             return None
-        fields = dict(self.constants)
-        for group, value in found.groupdict().items():
-            if not value:
+        groups = {
+            group: urllib.parse.unquote(value) if value else value
+            for group, value in found.groupdict().items()
+        }
+        fields: dict[str, object] = {}
+        for template in self.templates:
+            try:
+                value = template.render(groups)
+            except ValueError:  # a numeric field whose group matched text: leave it out
                 continue
-            value = urllib.parse.unquote(value)
+            if value is not None:
+                fields[template.field] = value
+        for group, value in groups.items():
+            if not value or group not in GROUP_FIELDS:
+                continue
             if group == "category":
                 fields["category"] = [part for part in value.split(self.separator) if part]
             else:
@@ -167,4 +183,3 @@ def compile_page_rules(setting: object, path: str) -> PageRules:
     if not isinstance(setting, list):
         raise MappingConfigError(path, "expected a list of rules")
     return PageRules([PageRule(rule, f"{path}[{index}]") for index, rule in enumerate(setting)])
-

@@ -94,3 +94,40 @@ def test_a_bad_rule_stops_the_preset_at_start_up():
     with pytest.raises(MappingConfigError) as raised:
         build_mapping("events", {"events": {"preset": "ga4", "page_rules": [{"pattern": "("}]}}, {})
     assert raised.value.path.startswith("mappings.events.page_rules[0]")
+
+
+def test_fields_may_template_any_named_group():
+    rules = compile_page_rules(
+        [
+            {
+                "pattern": r"^/(?P<section>blog|news)/(?P<product_id>[^/]+)",
+                "type": "read",
+                "fields": {"context.custom_context.section": "{section}", "product_group_ids": ["{section}s"]},
+            },
+        ],
+        "page_rules",
+    )
+
+    assert rules.match("https://shop.example/news/spring%20sale") == PageMatch(
+        "read",
+        {
+            "context.custom_context.section": "news",
+            "product_group_ids": ["newss"],
+            "product_ids": ["spring sale"],
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "path", "message"),
+    [
+        ({"context.custom_context.section": "{sectoin}"}, "page_rules[0].fields.context.custom_context.section",
+         "unknown placeholder {sectoin}"),
+        ({"product_ids": ["{section"]}, "page_rules[0].fields.product_ids[0]", "not a valid template"),
+    ],
+)
+def test_a_template_naming_no_group_is_refused(fields, path, message):
+    setting = [{"pattern": r"^/(?P<section>blog)/", "type": "read", "fields": fields}]
+    with pytest.raises(MappingConfigError, match=message) as raised:
+        compile_page_rules(setting, "page_rules")
+    assert raised.value.path == path

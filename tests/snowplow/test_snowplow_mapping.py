@@ -16,7 +16,11 @@ RULES = samples.SAMPLE_MAPPING_OPTIONS["page_rules"]
 
 
 def mapping(**options):
-    return build_mapping(STREAM, {STREAM: {"preset": "snowplow", "page_rules": RULES, "dedupe_store": None, **options}}, {})
+    return build_mapping(
+        STREAM,
+        {STREAM: {"preset": "snowplow", "page_rules": RULES, "dedupe_store": None, **options}},
+        {},
+    )
 
 
 def rows(*events):
@@ -37,9 +41,15 @@ def ping(number, seconds, page_id="pv-1"):
         ("203.0.113.42", "203.0.113.0"),
         ("198.51.x.x", "198.51.0.0"),
         ("10.x.x.x", "10.0.0.0"),
+        ("203.0.113.x", "203.0.113.0"),
+        ("::ffff:203.0.113.42", "203.0.113.0"),
         ("2001:db8::1", None),
+        ("2001:db8:x:x:x:x:x:x", None),
         ("6b3d0c2f8e9a1b2c", None),
         ("300.1.1.1", None),
+        ("1.2.3", None),
+        ("1.2.3.4.5", None),
+        ("a.b.c.d", None),
         ("", None),
         (None, None),
     ],
@@ -50,20 +60,34 @@ def test_ip_addresses_are_truncated_or_dropped(value, expected):
 
 @pytest.mark.parametrize(
     "stamp",
-    ["2024-05-01 10:00:00.300", "2024-05-01T10:00:00.300", "2024-05-01T10:00:00.300Z",
-     "2024-05-01 12:00:00.300+02:00", "2024-05-01T10:00:00.300000+00:00"],
+    [
+        "2024-05-01 10:00:00.300",
+        "2024-05-01T10:00:00.300",
+        "2024-05-01T10:00:00.300Z",
+        "2024-05-01 12:00:00.300+02:00",
+        "2024-05-01T10:00:00.300000+00:00",
+    ],
 )
 def test_timestamp_forms_do_not_matter(stamp):
-    row = rows(page_view(1))[0]
+    row = rows(page_view(1, path="/"))[0]
     row["derived_tstamp"] = stamp
     found = mapping(ping_duration=False).map(row)
     assert found[0]["timestamp"] == "2024-05-01T10:00:00.300Z"
 
 
 def test_collector_tstamp_is_used_when_derived_tstamp_is_missing():
-    row = rows(page_view(1))[0]
+    row = rows(page_view(1, path="/"))[0]
     row["derived_tstamp"] = None
     assert mapping(ping_duration=False).map(row)[0]["timestamp"] == "2024-05-01T10:00:00.500Z"
+
+
+def test_json_columns_may_come_parsed_or_as_text():
+    """tap-postgres gives JSONB as dicts; a TSV file or a text column gives JSON text."""
+    event = samples._ecommerce(1, 0, "add_to_cart", [samples._product("sku-1", quantity=3)], "pv-1")
+    as_text = rows(event)[0]
+    parsed = {**as_text, **{c: json.loads(as_text[c]) for c in ("contexts", "unstruct_event")}}
+    assert mapping().map(parsed) == mapping().map(as_text)
+    assert mapping().map(parsed)[0]["quantities"] == [3]
 
 
 def test_pings_become_the_duration_of_their_page_view_at_flush():
@@ -71,7 +95,7 @@ def test_pings_become_the_duration_of_their_page_view_at_flush():
     assert preset.map(rows(page_view(1))[0]) == [], "held for its pings"
     for row in rows(ping(2, 10), ping(3, 15), ping(4, 20), ping(5, 40)):
         assert preset.map(row) == []
-    (held, source), = preset.flush()
+    ((held, source),) = preset.flush()
     # Heartbeat buckets 1, 1, 2 and 4: 3 distinct, so 10 * (3 - 1) + 5 seconds engaged
     assert held["duration"] == 25
     assert source["event_id"] == samples.render_tsv_shaped([page_view(1)])[0]["event_id"]
@@ -83,79 +107,333 @@ def test_a_ping_after_its_page_view_was_flushed_is_counted_not_lost_silently():
     assert len(preset.flush()) == 1  # a checkpoint
     preset.map(rows(ping(2, 10))[0])
     assert preset.flush() == []
-    assert preset.skipped["snowplow: page_ping after its page view was sent, or of an unmapped page"] == 1
+    assert preset.skipped["page_ping: page view already sent"] == 1
+
+
+def test_pings_of_an_unmapped_page_and_of_an_unseen_page_are_counted_apart():
+    preset = mapping()
+    preset.map(rows(page_view(1, path="/about", page_id="pv-about"))[0])
+    preset.map(rows(ping(2, 10, page_id="pv-about"))[0])
+    preset.map(rows(ping(3, 10, page_id="pv-elsewhere"))[0])
+    assert preset.flush() == []
+    preset.map(rows(ping(4, 20, page_id="pv-about"))[0])
+    assert dict(preset.skipped) == {
+        "page_view: no page rule matched": 1,
+        "page_ping: page view not mapped": 2,
+        "page_ping: page view not seen": 1,
+    }
 
 
 def test_without_pings_a_page_view_has_no_duration_and_with_ping_duration_off_is_sent_at_once():
-    held = mapping().map(rows(page_view(1))[0])
-    direct = mapping(ping_duration=False).map(rows(page_view(1))[0])
+    held = mapping().map(rows(page_view(1, path="/"))[0])
+    direct = mapping(ping_duration=False)
+    sent = direct.map(rows(page_view(1, path="/"))[0])
     assert held == []
-    assert "duration" not in direct[0]
+    assert sent[0]["type"] == "home_page_view"
+    assert "duration" not in sent[0]
+    assert direct.map(rows(ping(2, 10))[0]) == []
+    assert direct.skipped["page_ping: ping_duration is off"] == 1
 
 
-@pytest.mark.parametrize(
-    ("source", "expected_types"),
-    [
-        ("auto", ["product_detail_page_view"]),
-        ("page_rules", ["product_detail_page_view"]),
-        ("ecommerce", ["product_detail_page_view"]),
-        ("both", ["product_detail_page_view", "product_detail_page_view"]),
-    ],
-)
-def test_product_view_source_decides_who_counts_a_product_view(source, expected_types):
+def product_page_with_plugin_view(plugin_first=False):
     events = [
         page_view(1),
-        samples._ecommerce(2, 1, "product_view", [samples._product("sku-1")], "pv-1"),
+        ping(2, 10),
+        ping(3, 20),
+        samples._ecommerce(
+            4,
+            1,
+            "product_view",
+            [samples._product("sku-1")],
+            "pv-1",
+            page_url="https://shop.example/product/sku-1",
+        ),
     ]
-    preset = mapping(product_view_source=source, ping_duration=False)
-    found = [i for row in rows(*events) for i in preset.map(row)]
-    assert [i["type"] for i in found] == expected_types
-    if source == "ecommerce":
-        assert "page" not in found[0]["context"], "the plugin's event, not the page view"
-    if source in ("auto", "page_rules"):
-        assert "page" in found[0]["context"], "the page view (it carries the page and duration)"
+    return rows(*(events[3:] + events[:3] if plugin_first else events))
+
+
+def run_all(preset, source_rows):
+    return [i for row in source_rows for i in preset.map(row)] + [i for i, _ in preset.flush()]
+
+
+@pytest.mark.parametrize("plugin_first", [False, True])
+def test_product_view_source_ecommerce_sends_the_plugin_view_once_with_the_page_duration(
+    plugin_first,
+):
+    preset = mapping()  # the default: ecommerce
+    found = run_all(preset, product_page_with_plugin_view(plugin_first))
+    (view,) = found
+    plugin_event_id = product_page_with_plugin_view()[3]["event_id"]
+    assert (view["type"], view["product_ids"], view["duration"]) == (
+        "product_detail_page_view",
+        ["sku-1"],
+        15,
+    )
+    assert view["timestamp"] == "2024-05-01T10:00:01.300Z", "the plugin event's time"
+    assert preset.skipped["page_view: product view sent by the e-commerce plugin"] == 1
+    assert plugin_event_id
+
+
+def test_product_view_source_ecommerce_keeps_url_rule_views_of_pages_without_the_plugin():
+    preset = mapping(ping_duration=False)
+    assert preset.map(rows(page_view(1))[0]) == [], "held until the flush, waiting for the plugin"
+    (view,) = [i for i, _ in preset.flush()]
+    assert (view["type"], view["product_ids"], view["context"]["page"]["title"]) == (
+        "product_detail_page_view",
+        ["sku-1"],
+        "Shop /product/sku-1",
+    )
+    assert "duration" not in view
+
+
+def test_product_view_source_page_rules_ignores_the_plugin_product_view():
+    preset = mapping(product_view_source="page_rules")
+    (view,) = run_all(preset, product_page_with_plugin_view())
+    assert view["context"]["page"]["title"] == "Shop /product/sku-1", "the page view"
+    assert view["duration"] == 15
+    assert preset.skipped["ecommerce product_view: product_view_source is page_rules"] == 1
+
+
+def test_product_view_source_both_sends_both():
+    preset = mapping(product_view_source="both")
+    found = run_all(preset, product_page_with_plugin_view())
+    assert sorted((i["timestamp"], i.get("duration")) for i in found) == [
+        ("2024-05-01T10:00:00.300Z", 15),
+        ("2024-05-01T10:00:01.300Z", None),
+    ]
+
+
+def test_a_plugin_product_view_without_page_is_sent_at_once():
+    event = samples._ecommerce(
+        1, 0, "product_view", [samples._product("sku-1")], None, platform="mob"
+    )
+    (view,) = mapping().map(rows(event)[0])
+    assert view["product_ids"] == ["sku-1"]
 
 
 def test_legacy_order_split_by_a_checkpoint_gives_two_checkouts_with_the_right_lines():
     order = [
-        samples.LogicalEvent(samples._event(1, "transaction", 0, tr_orderid="o-9", tr_total="12.5")),
-        samples.LogicalEvent(samples._event(2, "transaction_item", 0, ti_orderid="o-9", ti_sku="a", ti_quantity=2)),
+        samples.LogicalEvent(
+            samples._event(1, "transaction", 0, tr_orderid="o-9", tr_total="12.5")
+        ),
+        samples.LogicalEvent(
+            samples._event(2, "transaction_item", 0, ti_orderid="o-9", ti_sku="a", ti_quantity=2)
+        ),
     ]
     preset = mapping()
     for row in rows(*order):
         preset.map(row)
-    (checkout, _), = preset.flush()
-    assert (checkout["product_ids"], checkout["quantities"], checkout["revenue"]) == (["a"], [2], 12.5)
+    ((checkout, _),) = preset.flush()
+    assert (checkout["product_ids"], checkout["quantities"], checkout["revenue"]) == (
+        ["a"],
+        [2],
+        12.5,
+    )
 
 
-def test_struct_rules_fill_products_quantities_and_ratings():
-    preset = mapping(struct_rules=[
-        {"category": "cart", "action": "add", "type": "add_to_cart", "quantity": "se_value"},
-        {"category": "review", "action": "*", "type": "rate"},
-    ])
-    cart = samples.LogicalEvent(samples._event(1, "event", 0, se_category="cart", se_action="add",
-                                               se_label="sku-1", se_value="2"))
-    review = samples.LogicalEvent(samples._event(2, "event", 0, se_category="review", se_action="stars",
-                                                 se_label="sku-2", se_value=4.5))
-    found = [i for row in rows(cart, review) for i in preset.map(row)]
-    assert [(i["type"], i["product_ids"], i.get("quantities"), i.get("rating")) for i in found] == [
-        ("add_to_cart", ["sku-1"], [2], None),
-        ("rate", ["sku-2"], None, 4.5),
+def test_legacy_transaction_and_items_become_one_checkout_with_revenue():
+    order = [
+        samples.LogicalEvent(
+            samples._event(1, "transaction_item", 0, ti_orderid="o-9", ti_sku="a", ti_quantity=2)
+        ),
+        samples.LogicalEvent(
+            samples._event(2, "transaction", 1, tr_orderid="o-9", tr_total="12.50")
+        ),
+        samples.LogicalEvent(
+            samples._event(3, "transaction_item", 2, ti_orderid="o-9", ti_sku="b")
+        ),
+        samples.LogicalEvent(
+            samples._event(4, "transaction_item", 2, ti_orderid="o-10", ti_sku="c", ti_quantity=1)
+        ),
     ]
+    preset = mapping()
+    assert [i for row in rows(*order) for i in preset.map(row)] == []
+    checkouts = [i for i, _ in preset.flush()]
+    assert [
+        (c["product_ids"], c["quantities"], c.get("revenue"), c["context"]["custom_context"])
+        for c in checkouts
+    ] == [
+        (["a", "b"], [2, 1], 12.5, {"order_id": "o-9"}),
+        (["c"], [1], None, {"order_id": "o-10"}),
+    ]
+    assert checkouts[0]["timestamp"] == "2024-05-01T10:00:01.300Z", "the transaction row's time"
+
+
+def test_a_legacy_transaction_without_items_gives_nothing_and_is_counted():
+    preset = mapping()
+    preset.map(
+        rows(
+            samples.LogicalEvent(samples._event(1, "transaction", 0, tr_orderid="o-1", tr_total=5))
+        )[0]
+    )
+    assert preset.flush() == []
+    assert preset.skipped["transaction: no transaction_item before the flush"] == 1
+
+
+def struct(number, category, action, label=None, prop=None, value=None):
+    return samples.LogicalEvent(
+        samples._event(
+            number,
+            "event",
+            0,
+            se_category=category,
+            se_action=action,
+            se_label=label,
+            se_property=prop,
+            se_value=value,
+        )
+    )
+
+
+def test_struct_rules_fill_fields_from_templates():
+    preset = mapping(
+        struct_rules=[
+            {
+                "category": "cart",
+                "action": "add",
+                "type": "add_to_cart",
+                "fields": {"product_ids": ["{label}"], "quantities": ["{value}"]},
+            },
+            {
+                "category": "review",
+                "action": "*",
+                "type": "rate",
+                "fields": {"product_ids": ["{property}"]},
+            },
+            {
+                "category": "video",
+                "type": "custom",
+                "fields": {
+                    "custom_action_name": "video {action}",
+                    "context.custom_context.clip": "{label}",
+                },
+            },
+            {"category": "product", "action": "like", "type": "like"},
+        ]
+    )
+    events = [
+        struct(1, "cart", "add", label="sku-1", value="2"),
+        struct(2, "review", "stars", label="ignored", prop="sku-2", value=4.5),
+        struct(3, "video", "seek", label="clip-9"),
+        struct(4, "product", "like", label="sku-3"),
+        struct(5, "product", "like"),  # no label: no product_ids (the validator sets it aside)
+        struct(6, "cart", "remove", label="sku-1"),
+    ]
+    found = [i for row in rows(*events) for i in preset.map(row)]
+    fields = [
+        {k: v for k, v in i.items() if k not in ("timestamp", "anonymous_id", "context")}
+        for i in found
+    ]
+    assert fields == [
+        {"type": "add_to_cart", "product_ids": ["sku-1"], "quantities": [2]},
+        {"type": "rate", "product_ids": ["sku-2"], "rating": 4.5},
+        {"type": "custom", "product_ids": ["clip-9"], "custom_action_name": "video seek"},
+        {"type": "like", "product_ids": ["sku-3"]},
+        {"type": "like"},
+    ]
+    assert found[2]["context"]["custom_context"] == {"clip": "clip-9"}
+    assert preset.skipped["struct: cart/remove (no struct rule)"] == 1
+
+
+def test_a_struct_value_that_is_not_a_number_is_a_bad_row_naming_the_column():
+    preset = mapping(
+        struct_rules=[
+            {
+                "category": "cart",
+                "action": "add",
+                "type": "add_to_cart",
+                "fields": {"quantities": ["{value}"]},
+            }
+        ]
+    )
+    with pytest.raises(MappingError) as raised:
+        preset.map(rows(struct(1, "cart", "add", label="sku-1", value="many"))[0])
+    assert raised.value.field == "se_value"
+
+
+def test_search_reads_both_key_spellings_and_turns_filters_into_lists():
+    camel = samples.LogicalEvent(
+        samples._event(1, "site_search", 0),
+        unstruct=(
+            samples.SITE_SEARCH,
+            {"terms": ["red", "shoes"], "filters": {"size": 42, "sale": False}, "totalResults": 3},
+        ),
+    )
+    events = [camel]
+    for layout in (samples.render_tsv_shaped, samples.render_snowflake, samples.render_bigquery):
+        (search,) = mapping().map(layout(events)[0])
+        assert search["search"] == {
+            "keywords": "red shoes",
+            "filters": {"size": ["42"], "sale": ["false"]},
+        }
 
 
 @pytest.mark.parametrize(
     ("options", "path", "message"),
     [
         ({"page_rule": []}, "mappings.atomic-events.page_rule", "unknown option"),
-        ({"product_view_source": "url"}, "mappings.atomic-events.product_view_source", "expected one of"),
-        ({"struct_rules": [{"category": "x", "action": "y", "type": "wish"}]},
-         "mappings.atomic-events.struct_rules[0].type", "not a Miso interaction type"),
-        ({"struct_rules": [{"type": "like", "quantity": "se_value"}]},
-         "mappings.atomic-events.struct_rules[0].quantity", "has no quantities"),
-        ({"ping_heartbeat_seconds": 0}, "mappings.atomic-events.ping_heartbeat_seconds", "positive"),
-        ({"page_rules": [{"pattern": "(?P<sku>x)", "type": "read"}]},
-         "mappings.atomic-events.page_rules[0].pattern", "named group"),
+        (
+            {"product_view_source": "url"},
+            "mappings.atomic-events.product_view_source",
+            "expected one of",
+        ),
+        (
+            {"struct_rules": [{"category": "x", "action": "y", "type": "wish"}]},
+            "mappings.atomic-events.struct_rules[0].type",
+            "not a Miso interaction type",
+        ),
+        (
+            {"struct_rules": [{"type": "like", "fields": {"quantities": ["{value}"]}}]},
+            "mappings.atomic-events.struct_rules[0].fields.quantities",
+            "not a field of this type",
+        ),
+        (
+            {"struct_rules": [{"type": "like", "fields": {"product_ids": ["{sku}"]}}]},
+            "mappings.atomic-events.struct_rules[0].fields.product_ids[0]",
+            "unknown placeholder",
+        ),
+        (
+            {"struct_rules": [{"type": "like", "product_id": "se_label"}]},
+            "mappings.atomic-events.struct_rules[0].product_id",
+            "unknown key",
+        ),
+        (
+            {"struct_rules": {"type": "like"}},
+            "mappings.atomic-events.struct_rules",
+            "expected a list",
+        ),
+        ({"ping_duration": "yes"}, "mappings.atomic-events.ping_duration", "true or false"),
+        ({"dedupe_retention_days": -1}, "mappings.atomic-events.dedupe_retention_days", "positive"),
+        ({"dedupe_store": ""}, "mappings.atomic-events.dedupe_store", "file path or null"),
+        (
+            {"page_rules": [{"pattern": "(", "type": "read"}]},
+            "mappings.atomic-events.page_rules[0].pattern",
+            "not a valid regular expression",
+        ),
+        (
+            {"page_rules": [{"pattern": "x", "type": "view"}]},
+            "mappings.atomic-events.page_rules[0].type",
+            "not a Miso interaction type",
+        ),
+        (
+            {
+                "page_rules": [
+                    {"pattern": "x", "type": "home_page_view", "fields": {"product_ids": ["a"]}}
+                ]
+            },
+            "mappings.atomic-events.page_rules[0].fields.product_ids",
+            "not a field",
+        ),
+        (
+            {"ping_heartbeat_seconds": 0},
+            "mappings.atomic-events.ping_heartbeat_seconds",
+            "positive",
+        ),
+        (
+            {"page_rules": [{"pattern": "(?P<sku>x)", "type": "read"}]},
+            "mappings.atomic-events.page_rules[0].pattern",
+            "named group",
+        ),
     ],
 )
 def test_configuration_mistakes_are_caught_before_any_record(options, path, message):
@@ -179,8 +457,11 @@ def test_bad_rows_raise_a_mapping_error_naming_the_column():
 def test_a_bad_row_is_set_aside_with_its_column_and_the_rest_delivered(sandbox, tmp_path):
     good = rows(page_view(1, path="/"), page_view(2, path="/", page_id="pv-2"))
     good[1]["derived_tstamp"] = "yesterday"
-    config = write_config(tmp_path, sandbox.url, mappings={STREAM: {"preset": "snowplow", "page_rules": RULES,
-                                                                     "dedupe_store": None}})
+    config = write_config(
+        tmp_path,
+        sandbox.url,
+        mappings={STREAM: {"preset": "snowplow", "page_rules": RULES, "dedupe_store": None}},
+    )
     run = run_target(config, singer_lines(good))
 
     assert run.returncode == 0, run.stderr[-2000:]
@@ -208,4 +489,6 @@ def test_events_sent_in_one_run_are_not_sent_again_by_the_next(sandbox, tmp_path
     assert sent_first == 3
     interactions = sorted(sandbox.interactions, key=lambda i: (i["timestamp"], i["type"]))
     assert interactions == samples.expected_interactions(), "each event exactly once"
-    assert "       24  snowplow: duplicate event_id\n" in again.stderr
+    assert f"{len(events):>9}  snowplow: duplicate event_id\n" in again.stderr, (
+        "every row of the third run"
+    )
