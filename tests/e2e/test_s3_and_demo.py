@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from target_miso import samples
 from tests.e2e.conftest import ROOT, Meltano
+from tests.helpers import run_target, write_config
 
 pytestmark = pytest.mark.e2e
 BUCKET = "snowplow-enriched"
@@ -43,6 +45,9 @@ def s3_server():
             break
         except OSError:
             time.sleep(0.2)
+    else:
+        server.kill()
+        pytest.fail("moto's S3 server did not start in 30 s")
     yield url
     server.terminate()
     server.wait(timeout=10)
@@ -55,39 +60,87 @@ def upload(client, key: str, rows: list[dict]) -> None:
     client.put_object(Bucket=BUCKET, Key=key, Body=body.getvalue())
 
 
-def test_s3_loader_files_through_meltano_deliver_each_event_once(meltano_installed, s3_server, tmp_path, sandbox):
+@pytest.fixture
+def bucket(s3_server):
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
     client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def by_time(interactions: list[dict]) -> list[dict]:
+    return sorted(interactions, key=lambda i: (i["timestamp"], i["type"]))
+
+
+def test_s3_loader_files_piped_into_the_target_deliver_each_event_once(s3_server, bucket, tmp_path, sandbox):
+    """The real tap (endpoint from AWS_ENDPOINT_URL, as boto3 reads it) piped into the real target."""
+    rows = samples.render_tsv_shaped(samples.sample_events())
+    upload(bucket, "enriched/good/2024/05/01/10/part-0001-a1b2.gz", rows[:10])
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "TARGET_MISO_"))}
+    env.update(AWS_ENDPOINT_URL=s3_server, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+               AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    tap_config = tmp_path / "tap.json"
+    tap_config.write_text(json.dumps({"path": f"s3://{BUCKET}/enriched/good/", "settle_seconds": 0}))
+    options = {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": None}  # exactly once without it
+    target_config = write_config(tmp_path, sandbox.url, mappings={"atomic-events": options})
+
+    def pipeline(state: dict | None) -> dict:
+        args = [str(Path(sys.executable).with_name("tap-snowplow-files")), "--config", str(tap_config)]
+        if state:
+            (tmp_path / "state.json").write_text(json.dumps(state))
+            args += ["--state", str(tmp_path / "state.json")]
+        tap = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert tap.returncode == 0, tap.stderr[-3000:]
+        run = run_target(target_config, tap.stdout)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.states[-1]
+
+    state = pipeline(None)
+    first = len(sandbox.interactions)
+    upload(bucket, "enriched/good/2024/05/01/11/part-0002-c3d4.gz", rows[10:])
+    state = pipeline(state)
+
+    assert 0 < first < len(sandbox.interactions)
+    assert by_time(sandbox.interactions) == samples.expected_interactions(), "every event once over two runs"
+    assert state["bookmarks"]["atomic-events"]["replication_key_value"].endswith(
+        f"|s3://{BUCKET}/enriched/good/2024/05/01/11/part-0002-c3d4.gz|end"
+    )
+
+
+def test_s3_loader_files_through_meltano_deliver_each_event_once(meltano_installed, s3_server, bucket, tmp_path, sandbox):
     rows = samples.render_tsv_shaped(samples.sample_events())
     # The S3 loader names files by time and gives them no .tsv extension.
-    upload(client, "enriched/good/2024/05/01/10/part-0001-a1b2.gz", rows[:10])
+    upload(bucket, "enriched/good/2024/05/01/10/part-0001-a1b2.gz", rows[:10])
     meltano = Meltano(tmp_path, sandbox, TAP_SNOWPLOW_FILES_PATH=f"s3://{BUCKET}/enriched/good/",
-                      TAP_SNOWPLOW_FILES_ENDPOINT_URL=s3_server, AWS_ACCESS_KEY_ID="test",
-                      AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+                      TAP_SNOWPLOW_FILES_ENDPOINT_URL=s3_server, TAP_SNOWPLOW_FILES_SETTLE_SECONDS=0,
+                      AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
 
     meltano("run", "tap-snowplow-files", "target-miso")
     first = len(sandbox.interactions)
-    upload(client, "enriched/good/2024/05/01/11/part-0002-c3d4.gz", rows[10:])
-    meltano("run", "tap-snowplow-files", "target-miso")
+    upload(bucket, "enriched/good/2024/05/01/11/part-0002-c3d4.gz", rows[10:])
+    second = meltano("run", "tap-snowplow-files", "target-miso")
 
-    assert first == 3
-    received = sorted(sandbox.interactions, key=lambda i: (i["timestamp"], i["type"]))
-    assert received == samples.expected_interactions(), "every event once over two runs"
+    assert 0 < first < len(sandbox.interactions)
+    assert by_time(sandbox.interactions) == samples.expected_interactions(), "every event once over two runs"
+    assert "1 files to read, 1 read by earlier runs" in second.stderr, "the second run reads only the new file"
     state = meltano.state("dev:tap-snowplow-files-to-target-miso")
-    assert state["singer_state"]["bookmarks"]["atomic-events"]["replication_key_value"].endswith("part-0002-c3d4.gz")
+    assert state["singer_state"]["bookmarks"]["atomic-events"]["replication_key_value"].endswith(
+        f"|s3://{BUCKET}/enriched/good/2024/05/01/11/part-0002-c3d4.gz|end"
+    )
 
 
 def test_the_readme_demo_command_ends_with_interactions_in_the_sandbox(meltano_installed):
     env = {key: value for key, value in os.environ.items() if not key.startswith("TARGET_MISO_")}
     env["DEMO_PORT"] = str(free_port())
+    expected = samples.expected_interactions()
 
-    done = subprocess.run([str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)  # fmt: skip
-
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "The sandbox received 12 interactions" in done.stdout
-    assert "Run summary:" in done.stdout
-    received = (ROOT / "output" / "demo" / "received.jsonl").read_text().splitlines()
-    assert len(received) == 12
-    assert not Path(ROOT / "output" / "demo" / "miso-rejects.jsonl").exists()
+    for _ in range(2):  # idempotent: the second run starts afresh and gives the same
+        done = subprocess.run([str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert f"The sandbox received {len(expected)} interactions" in done.stdout
+        assert "Run summary:" in done.stdout
+        received = (ROOT / "output" / "demo" / "received.jsonl").read_text().splitlines()
+        assert by_time([json.loads(line) for line in received]) == expected
+        assert not Path(ROOT / "output" / "demo" / "miso-rejects.jsonl").exists()
