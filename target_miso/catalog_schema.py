@@ -190,7 +190,7 @@ def catalog_reasons(kind: str, record: dict[str, t.Any]) -> list[str]:
 
 
 class CatalogValidator:
-    """Check product or user records: ``reasons`` (fast, explained) and ``is_valid`` (jsonschema)."""
+    """Check product or user records: ``reasons`` (fast, explained), ``is_valid`` (jsonschema)."""
 
     def __init__(self, kind: str) -> None:
         """Prepare the checks of one catalog.

@@ -33,7 +33,11 @@ if t.TYPE_CHECKING:
     from target_miso.target import TargetMiso
 
 DEFAULT_CATALOG_STORE = ".target-miso/catalog-hashes.sqlite"
-_TASK_DONE = frozenset({"succeeded", "success", "successful", "done", "completed", "complete", "finished"})
+#: Ids a dry run lists in the run summary (the log has them all).
+_SUMMARY_IDS = 20
+_TASK_DONE = frozenset(
+    {"succeeded", "success", "successful", "done", "completed", "complete", "finished"},
+)
 _TASK_FAILED = frozenset({"failed", "failure", "error", "errored", "cancelled", "canceled"})
 
 #: The target's settings for catalog streams (spliced into TargetMiso.config_jsonschema).
@@ -138,12 +142,15 @@ class CatalogStream:
         """
         if self._handed.get(record_id) == digest:
             return True
-        if record_id not in self._handed and self.catalogs.hashes.get(self.kind, record_id) == digest:
-            return True
+        if record_id not in self._handed:
+            if self.catalogs.hashes.get(self.kind, record_id) == digest:
+                return True
         self._handed[record_id] = digest
         return False
 
-    def stored(self, keys: list[tuple[str, str]], positions: list[int], task_id: str | None) -> None:
+    def stored(
+        self, keys: list[tuple[str, str]], positions: list[int], task_id: str | None,
+    ) -> None:
         """Miso stored these records of a batch (called from a delivery thread).
 
         Args:
@@ -220,8 +227,9 @@ class CatalogStream:
         if self.counts["deleted"]:
             parts.append(f"{self.counts['deleted']} deleted")
         if self.would_delete:
-            shown = ", ".join(self.would_delete[:20])
-            more = f" and {len(self.would_delete) - 20} more" if len(self.would_delete) > 20 else ""  # noqa: PLR2004
+            shown = ", ".join(self.would_delete[:_SUMMARY_IDS])
+            hidden = len(self.would_delete) - _SUMMARY_IDS
+            more = f" and {hidden} more" if hidden > 0 else ""
             parts.append(f"dry run, would delete {len(self.would_delete)}: {shown}{more}")
         return f"  catalog stream {self.name} ({self.kind}): " + ", ".join(parts)
 
@@ -436,7 +444,9 @@ class CatalogSink(InteractionsSink):
             return
         encoded = encode_interaction(mapped)
         if len(encoded) + 1 > self._max_bytes:
-            reason = f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"
+            reason = (
+                f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"
+            )
             target.set_aside(self.stream_name, [reason], record, mapped, "validation")
             return
         digest = content_hash(mapped)

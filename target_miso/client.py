@@ -275,7 +275,8 @@ class MisoClient:
         body = orjson.dumps({"data": {id_key: ids}})
         answer = self.request("POST", f"/v1/{kind}/_delete", body=body)
         if answer.status_code == 422:  # noqa: PLR2004 - request() hands 422s back
-            text = f"Miso refused the delete request to /v1/{kind}/_delete (HTTP 422 {_message(answer)})"
+            said = _message(answer)
+            text = f"Miso refused the delete request to /v1/{kind}/_delete (HTTP 422 {said})"
             raise MisoRequestError(self.scrub(text), status=422)
         return _task_id(answer)
 

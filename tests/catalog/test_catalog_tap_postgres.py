@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 TAP = ROOT / ".meltano/extractors/tap-postgres/venv/bin/tap-postgres"
 DATABASE = "target_miso_catalog_e2e"
-ADMIN_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+ADMIN_DSN = os.environ.get(
+    "TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
 MAPPINGS = {
     "shop-products": {
         "kind": "products",
