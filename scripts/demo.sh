@@ -2,6 +2,9 @@
 # The main job on the embedded default: sample Snowplow events (as Snowplow's S3 loader writes
 # them) -> tap-snowplow-files -> target-miso -> the local Miso-compatible sandbox API, run by
 # Meltano. Needs only Python 3.10+. Everything it writes is under output/demo/.
+# Repeatable: each run starts afresh (output/demo is recreated, the run is --full-refresh and
+# the sandbox starts empty), so a second run sends and shows the same interactions again.
+# DEMO_PORT picks another port for the sandbox (default 8787).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
@@ -22,16 +25,22 @@ echo "==> Installing the pipeline's plugins (first time only)"
   || { cat "$DEMO/install.log"; exit 1; }
 
 echo "==> Starting the sandbox API on $TARGET_MISO_API_URL"
+# (SO_REUSEADDR as the server sets it: a port left in TIME_WAIT by a previous run is free.)
+.venv/bin/python -c "import socket as s, sys; p = s.socket(); p.setsockopt(s.SOL_SOCKET, s.SO_REUSEADDR, 1)
+p.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" \
+  2>/dev/null || { echo "Port $PORT is in use: stop what runs there or set DEMO_PORT"; exit 1; }
 .venv/bin/target-miso-sandbox --port "$PORT" --api-key "$TARGET_MISO_API_KEY" \
   --capture "$DEMO/received.jsonl" >"$DEMO/sandbox.log" 2>&1 &
 SANDBOX_PID=$!
 trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
-for _ in $(seq 1 50); do
-  .venv/bin/python -c "import urllib.request as u; u.urlopen('$TARGET_MISO_API_URL/_sandbox/stats', timeout=1)" \
-    2>/dev/null && break
+ready=
+for _ in $(seq 1 100); do
   kill -0 "$SANDBOX_PID" 2>/dev/null || { cat "$DEMO/sandbox.log"; exit 1; }
+  .venv/bin/python -c "import urllib.request as u; u.urlopen('$TARGET_MISO_API_URL/_sandbox/stats', timeout=1)" \
+    2>/dev/null && { ready=1; break; }
   sleep 0.1
 done
+[ -n "$ready" ] || { cat "$DEMO/sandbox.log"; echo "The sandbox did not answer on $TARGET_MISO_API_URL"; exit 1; }
 
 echo "==> meltano --environment=demo run --full-refresh tap-snowplow-files target-miso"
 .venv/bin/meltano --environment=demo run --full-refresh tap-snowplow-files target-miso \
@@ -50,6 +59,6 @@ for kind, count in sorted(collections.Counter(item["type"] for item in received)
     print(f"  {kind:<26} {count}")
 PY
 echo
-echo "Look at what arrived:  $DEMO/received.jsonl   (also GET $TARGET_MISO_API_URL/_sandbox/interactions while it runs)"
+echo "Look at what arrived:  $DEMO/received.jsonl   (one interaction per line, as the API got it)"
 echo "Records set aside:     $DEMO/miso-rejects.jsonl (only if any were)"
 echo "The whole Meltano log: $DEMO/meltano.log"
