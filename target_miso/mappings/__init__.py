@@ -94,7 +94,9 @@ def build_mapping(
         MappingConfigError: If the options are wrong or no preset fits the stream.
     """
     path, options = options_for(stream_name, mappings)
-    options.pop("kind", None)  # `kind: interactions`, the default
+    if options.pop("kind", "interactions") != "interactions":
+        reason = "a catalog stream (products or users) has no interaction mapping"
+        raise MappingConfigError(f"{path}.kind", reason)
     preset = options.pop("preset", "auto")
     if preset == "auto":
         columns = (schema or {}).get("properties", {})
