@@ -381,3 +381,37 @@ def test_a_failed_task_stops_the_run_without_state_and_the_records_are_resent(
     again = run(config, catalog_input("products", PRODUCT_SCHEMA, rows))
     assert again.returncode == 0, again.stderr
     assert len(sandbox.products) == 3  # no hash was kept for the failed task's records
+
+
+def test_users_removed_from_the_table_are_deleted(tmp_path: Path, sandbox: Sandbox) -> None:
+    users = [{"id": f"u-{n}", "city": "Rome", "age": 30} for n in range(4)]
+    mapping = {**USER_MAPPING, "delete_missing": True, "max_delete_fraction": 0.25}
+    config = write_config(tmp_path, sandbox.url, catalog_store=str(tmp_path / "h.sqlite"),
+                          mappings={"users": mapping})  # fmt: skip
+    run(config, catalog_input("users", USER_SCHEMA, users, full_table="start"))
+    result = run(config, catalog_input("users", USER_SCHEMA, users[:2] + users[3:],
+                                       full_table="start"))  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert sandbox.stats()["deleted"]["users"] == ["u-2"]
+    assert sorted(sandbox.users) == ["u-0", "u-1", "u-3"]
+
+
+def test_an_emptied_table_deletes_in_requests_of_1000_ids_when_allowed(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    mapping = {**PRODUCT_MAPPING, "delete_missing": True, "max_delete_fraction": 1}
+    config = write_config(tmp_path, sandbox.url, catalog_store=str(tmp_path / "h.sqlite"),
+                          mappings={"products": mapping})  # fmt: skip
+    rows = [product_row(sku) for sku in range(1005)]
+    loaded = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    assert loaded.returncode == 0, loaded.stderr
+    assert len(sandbox.products) == 1005
+
+    # An empty full-table read: ACTIVATE_VERSION without records; deletes at the input's end.
+    emptied = run(config, catalog_input("products", PRODUCT_SCHEMA, [], full_table="end"))
+
+    assert emptied.returncode == 0, emptied.stderr
+    assert sandbox.products == {}
+    assert sandbox.stats()["requests_by_path"]["/v1/products/_delete"] == 2
+    assert "deleted 1005 of 1005 products" in emptied.stderr
