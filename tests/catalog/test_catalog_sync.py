@@ -6,8 +6,10 @@ import json
 import typing as t
 
 import pytest
+import requests
 
 from tests.helpers import (
+    API_KEY,
     read_rejects,
     record_message,
     run_target,
@@ -415,3 +417,26 @@ def test_an_emptied_table_deletes_in_requests_of_1000_ids_when_allowed(
     assert sandbox.products == {}
     assert sandbox.stats()["requests_by_path"]["/v1/products/_delete"] == 2
     assert "deleted 1005 of 1005 products" in emptied.stderr
+
+
+def test_a_record_deleted_behind_the_target_is_sent_again_after_a_full_sync(
+    sandbox: Sandbox, products_config
+) -> None:
+    config = products_config(delete_missing=True)
+    rows = [product_row(sku) for sku in range(10)]
+    run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    deleted = requests.post(
+        f"{sandbox.url}/v1/products/_delete",
+        json={"data": {"product_ids": ["p-5"]}},
+        headers={"X-API-KEY": API_KEY},
+        timeout=10,
+    )
+    assert deleted.status_code == 200
+
+    # The hash says Miso has p-5; the full sync sees it does not and forgets the hash ...
+    noticed = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    assert "10 read, 0 sent and accepted, 10 unchanged" in noticed.stderr
+    # ... so the next run sends it again.
+    healed = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    assert "10 read, 1 sent and accepted, 9 unchanged" in healed.stderr
+    assert sandbox.products["p-5"] == expected_product(5)
