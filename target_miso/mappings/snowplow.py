@@ -314,11 +314,14 @@ class SnowplowMapping(Mapping):
         if not order.items:
             self.skipped["transaction: no transaction_item before the flush"] += 1
             return None
+        # Item rows share the transaction's time, so warehouses return them in any order:
+        # sorted by SKU, every layout and every run give the same checkout.
+        items = sorted(order.items, key=lambda item: item[0])
         interaction = {
             "type": "checkout",
             **(order.common or {}),
-            "product_ids": [sku for sku, _ in order.items],
-            "quantities": [quantity for _, quantity in order.items],
+            "product_ids": [sku for sku, _ in items],
+            "quantities": [quantity for _, quantity in items],
         }
         if order.revenue is not None:
             interaction["revenue"] = order.revenue
