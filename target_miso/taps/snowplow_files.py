@@ -24,12 +24,17 @@ import datetime as dt
 import glob
 import gzip
 import io
+import sys
 import time
 import typing as t
 from pathlib import Path
 
+import orjson
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.io_base import SingerWriter
+from singer_sdk.singerlib import SingerMessageType
 
 from target_miso.samples import ENRICHED_TSV_COLUMNS
 
@@ -110,6 +115,9 @@ class SnowplowFilesStream(Stream):
     primary_keys = ("event_id",)
     replication_key = POSITION
     is_sorted = True
+    # Records are built with the schema's exact types (text, null, one integer), so the SDK's
+    # per-value conformance pass would change nothing; skipping it makes the tap ~5x faster.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     schema = th.PropertiesList(
         *(th.Property(column, th.StringType) for column in ENRICHED_TSV_COLUMNS),
         th.Property(SOURCE_FILE, th.StringType, description="The file's path or s3:// URL."),
@@ -258,11 +266,27 @@ class _Prefixed(io.RawIOBase):
         return len(chunk)
 
 
+class _FastSingerWriter(SingerWriter):
+    """orjson, and stdout flushed at STATE (not after every record): a third of the tap's time.
+
+    The target still sees every record before the STATE that follows it.
+    """
+
+    def serialize_message(self, message: t.Any) -> str:  # noqa: ANN401 - a Singer message
+        return orjson.dumps(message.to_dict()).decode()
+
+    def write_message(self, message: t.Any) -> None:  # noqa: ANN401 - a Singer message
+        sys.stdout.write(self.format_message(message) + "\n")
+        if message.type != SingerMessageType.RECORD:
+            sys.stdout.flush()
+
+
 class TapSnowplowFiles(Tap):
     """Snowplow enriched TSV files, local or on S3."""
 
     name = "tap-snowplow-files"
     package_name = "target-miso"  # the distribution that ships it (for --version)
+    message_writer_class = _FastSingerWriter
     config_jsonschema = th.PropertiesList(
         th.Property("path", th.StringType, required=True, title="Files",
                     description="A directory, a glob (`data/**/*.gz`) or `s3://bucket/prefix` of enriched TSV files."),
