@@ -442,40 +442,57 @@ BENCHMARK_COLUMNS = tuple(
 
 
 def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None]]:
-    """Realistic TSV-shaped rows: 55% page views, 25% pings, 10% e-commerce, 5% search, 5% other."""
+    """Realistic TSV-shaped rows: 55% page views, 25% pings, 10% e-commerce, 5% search, 5% other.
+
+    Pings and e-commerce events belong to one of the last page views (same page view id,
+    URL and visitor), as on a real site, so pings add durations and the plugin's product
+    views meet their pages' URL-rule views. Visitors and addresses repeat the way real
+    traffic does (a few thousand of each).
+    """
     rng = random.Random(seed)  # noqa: S311 - sample data
     numbers = itertools.count(1_000_000)
     kinds = ["page_view"] * 55 + ["page_ping"] * 25 + ["ecommerce"] * 10 + ["search"] * 5 + ["struct"] * 5
+    recent: list[tuple[str, str, dict[str, t.Any]]] = []  # (page view id, path, visitor columns)
     for index in range(count):
         number = next(numbers)
         seconds = index * 0.01
-        kind = rng.choice(kinds)
+        kind = rng.choice(kinds) if recent else "page_view"
         sku = f"sku-{rng.randrange(20_000)}"
-        page_id = f"pv-{index // 3}"
-        visitor = f"d-{rng.randrange(50_000):06d}"
-        common = {"domain_userid": visitor, "domain_sessionid": f"s-{visitor}",
-                  "user_id": f"u-{visitor}" if rng.random() < 0.3 else None,
-                  "user_ipaddress": f"203.0.{rng.randrange(256)}.{rng.randrange(256)}"}  # fmt: skip
+        visitor = f"d-{rng.randrange(5_000):06d}"
+        common = {
+            "domain_userid": visitor,
+            "domain_sessionid": f"s-{visitor}",
+            "user_id": f"u-{visitor}" if rng.random() < 0.3 else None,
+            "user_ipaddress": f"203.0.{rng.randrange(16)}.{rng.randrange(256)}",
+        }
         if kind == "page_view":
             path = rng.choice([f"/product/{sku}", "/category/women/shoes", "/", f"/product/{sku}"])
+            page_id = f"pv-{number}"
             event = _page(number, seconds, path, page_id, **common)
+            recent = [*recent[-49:], (page_id, path, common)]
         elif kind == "page_ping":
-            event = _ping(number, seconds, f"/product/{sku}", page_id)
+            page_id, path, common = rng.choice(recent)
+            event = _ping(number, seconds, path, page_id)
             event.atomic.update(common)
         elif kind == "ecommerce":
+            page_id, path, common = recent[-1]
+            page_sku = path.rsplit("/", 1)[-1] if path.startswith("/product/") else sku
             action = rng.choice(["add_to_cart", "product_view", "transaction", "list_view"])
-            products = [_product(sku, quantity=1), _product(f"sku-{rng.randrange(20_000)}", position=2)]
-            extra = {"contexts": [(TRANSACTION, {"transaction_id": f"t-{index}", "revenue": 42.5,
-                                                 "currency": "EUR"})]} if action == "transaction" else {}  # fmt: skip
+            products = [_product(page_sku, quantity=1), _product(f"sku-{rng.randrange(20_000)}", position=2)]
+            if action == "product_view":
+                products = products[:1]
+            extra = {}
+            if action == "transaction":
+                transaction = {"transaction_id": f"t-{index}", "revenue": 42.5, "currency": "EUR"}
+                extra = {"contexts": [(TRANSACTION, transaction)]}
             event = _ecommerce(number, seconds, action, products, page_id,
-                               page_url=f"https://shop.example/product/{sku}", **common, **extra)  # fmt: skip
+                               page_url=f"https://shop.example{path}", **common, **extra)  # fmt: skip
         elif kind == "search":
-            event = LogicalEvent(_event(number, "site_search", seconds, **common),
-                                 unstruct=(SITE_SEARCH, {"terms": ["red", "shoes"], "filters": {"color": "red"},
-                                                         "totalResults": 12}))  # fmt: skip
+            search = {"terms": ["red", "shoes"], "filters": {"color": "red"}, "totalResults": 12}
+            event = LogicalEvent(_event(number, "site_search", seconds, **common), unstruct=(SITE_SEARCH, search))
         else:
-            event = LogicalEvent(_event(number, "event", seconds, se_category="product", se_action="like",
-                                        se_label=sku, **common))  # fmt: skip
+            struct = {"se_category": "product", "se_action": "like", "se_label": sku}
+            event = LogicalEvent(_event(number, "event", seconds, **struct, **common))
         row = render_tsv_shaped([event])[0]
         yield {column: row[column] for column in BENCHMARK_COLUMNS}
 
