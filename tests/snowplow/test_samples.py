@@ -55,4 +55,8 @@ def test_benchmark_singer_lines_are_a_schema_then_records_and_states():
     assert all(isinstance(line, str) and "\n" not in line for line in lines)
     assert messages[0]["type"] == "SCHEMA"
     assert messages[0]["stream"] == "atomic-events"
-    assert collections.Counter(m["type"] for m in messages) == {"SCHEMA": 1, "RECORD": 10_001, "STATE": 2}
+    assert collections.Counter(m["type"] for m in messages) == {
+        "SCHEMA": 1,
+        "RECORD": 10_001,
+        "STATE": 2,
+    }

@@ -498,7 +498,9 @@ def media(number, key, data, player, session=None):
     contexts = [(samples.MEDIA_PLAYER, player)]
     if session is not None:
         contexts.append((samples.MEDIA_SESSION, session))
-    return samples.LogicalEvent(samples._event(number, "media", 0), unstruct=(key, data), contexts=tuple(contexts))
+    return samples.LogicalEvent(
+        samples._event(number, "media", 0), unstruct=(key, data), contexts=tuple(contexts)
+    )
 
 
 V1_EVENT = "iglu:com.snowplowanalytics.snowplow/media_player_event/jsonschema/1-0-0"
@@ -507,13 +509,26 @@ V1_PLAYER = "iglu:com.snowplowanalytics.snowplow/media_player/jsonschema/1-0-0"
 
 def test_media_end_events_become_watch_or_listen_with_the_time_played():
     events = [
-        media(1, samples.MEDIA_END, {}, {"label": "song-1", "mediaType": "audio", "currentTime": 200},
-              {"mediaSessionId": "s", "timePlayed": 180.5}),
-        media(2, samples.MEDIA_END, {}, {"label": "clip-1", "mediaType": "video", "currentTime": 42}),
-        samples.LogicalEvent(samples._event(3, "media_player_event", 0), unstruct=(V1_EVENT, {"type": "ended"}),
-                             contexts=((V1_PLAYER, {"label": "clip-2", "currentTime": 61, "duration": 61}),)),
-        samples.LogicalEvent(samples._event(4, "media_player_event", 0), unstruct=(V1_EVENT, {"type": "play"}),
-                             contexts=((V1_PLAYER, {"label": "clip-2", "currentTime": 0}),)),
+        media(
+            1,
+            samples.MEDIA_END,
+            {},
+            {"label": "song-1", "mediaType": "audio", "currentTime": 200},
+            {"mediaSessionId": "s", "timePlayed": 180.5},
+        ),
+        media(
+            2, samples.MEDIA_END, {}, {"label": "clip-1", "mediaType": "video", "currentTime": 42}
+        ),
+        samples.LogicalEvent(
+            samples._event(3, "media_player_event", 0),
+            unstruct=(V1_EVENT, {"type": "ended"}),
+            contexts=((V1_PLAYER, {"label": "clip-2", "currentTime": 61, "duration": 61}),),
+        ),
+        samples.LogicalEvent(
+            samples._event(4, "media_player_event", 0),
+            unstruct=(V1_EVENT, {"type": "play"}),
+            contexts=((V1_PLAYER, {"label": "clip-2", "currentTime": 0}),),
+        ),
         media(5, samples.MEDIA_END, {}, {"mediaType": "video", "currentTime": 3}),
     ]
     for layout in (samples.render_tsv_shaped, samples.render_snowflake, samples.render_bigquery):
@@ -531,8 +546,16 @@ def test_media_end_events_become_watch_or_listen_with_the_time_played():
 def test_anonymous_id_falls_back_to_network_userid_then_the_mobile_session():
     web = page_view(1, path="/", domain_userid=None, network_userid="n-1", user_id="u-1")
     mobile = samples._ecommerce(
-        2, 0, "add_to_cart", [samples._product("sku-1")], None, domain_userid=None, network_userid=None,
-        contexts=[(samples.CLIENT_SESSION, {"userId": "mob-1", "sessionId": "s-1", "sessionIndex": 1})],
+        2,
+        0,
+        "add_to_cart",
+        [samples._product("sku-1")],
+        None,
+        domain_userid=None,
+        network_userid=None,
+        contexts=[
+            (samples.CLIENT_SESSION, {"userId": "mob-1", "sessionId": "s-1", "sessionIndex": 1})
+        ],
     )
     preset = mapping(ping_duration=False)
     (home,), (cart,) = (preset.map(row) for row in rows(web, mobile))

@@ -12,24 +12,37 @@ RULES = samples.SAMPLE_MAPPING_OPTIONS["page_rules"]
 
 
 def options(tmp_path, **extra):
-    return {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": str(tmp_path / "seen.sqlite"), **extra}
+    return {
+        **samples.SAMPLE_MAPPING_OPTIONS,
+        "dedupe_store": str(tmp_path / "seen.sqlite"),
+        **extra,
+    }
 
 
 def test_a_bad_rule_stops_the_target_before_any_record_with_the_setting_path(sandbox, tmp_path):
-    bad = {**samples.SAMPLE_MAPPING_OPTIONS, "page_rules": [*RULES, {"pattern": "(", "type": "read"}]}
+    bad = {
+        **samples.SAMPLE_MAPPING_OPTIONS,
+        "page_rules": [*RULES, {"pattern": "(", "type": "read"}],
+    }
     config = write_config(tmp_path, sandbox.url, mappings={STREAM: bad})
 
     run = run_target(config, singer_lines(samples.render_tsv_shaped(samples.sample_events())))
 
     assert run.returncode != 0
-    assert "mappings.atomic-events.page_rules[3].pattern: not a valid regular expression" in run.stderr
+    assert (
+        "mappings.atomic-events.page_rules[3].pattern: not a valid regular expression" in run.stderr
+    )
     assert sandbox.interactions == []
     assert run.states == []
 
 
-def test_rows_without_a_timestamp_or_with_broken_json_are_set_aside_naming_the_column(sandbox, tmp_path):
+def test_rows_without_a_timestamp_or_with_broken_json_are_set_aside_naming_the_column(
+    sandbox, tmp_path
+):
     rows = samples.render_tsv_shaped(samples.sample_events())
-    rows[16]["unstruct_event"] = '{"schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/'  # the search
+    rows[16]["unstruct_event"] = (
+        '{"schema": "iglu:com.snowplowanalytics.snowplow/unstruct_event/'  # the search
+    )
     rows[17]["derived_tstamp"] = None  # the struct like
     rows[17]["collector_tstamp"] = None
     config = write_config(tmp_path, sandbox.url, mappings={STREAM: options(tmp_path)})
@@ -38,7 +51,9 @@ def test_rows_without_a_timestamp_or_with_broken_json_are_set_aside_naming_the_c
 
     assert run.returncode == 0, run.stderr[-3000:]
     rejects = read_rejects(tmp_path / "rejects.jsonl")
-    assert [(r["stage"], r["reasons"][0].split(":")[0], r["record"]["event_id"]) for r in rejects] == [
+    assert [
+        (r["stage"], r["reasons"][0].split(":")[0], r["record"]["event_id"]) for r in rejects
+    ] == [
         ("mapping", "unstruct_event", rows[16]["event_id"]),
         ("mapping", "collector_tstamp", rows[17]["event_id"]),
     ]
@@ -58,21 +73,31 @@ def test_the_dedupe_store_is_written_at_commit_and_a_second_run_sends_nothing(sa
 
     assert first.returncode == second.returncode == 0
     assert sent == len(samples.expected_interactions())
-    assert stored == len({row["event_id"] for row in samples.render_tsv_shaped(samples.sample_events())})
+    assert stored == len(
+        {row["event_id"] for row in samples.render_tsv_shaped(samples.sample_events())}
+    )
     assert len(sandbox.interactions) == sent, "the second run sends nothing"
     assert "       30  snowplow: duplicate event_id\n" in second.stderr
 
 
-def test_without_a_dedupe_store_duplicates_within_a_run_still_give_one_interaction(sandbox, tmp_path):
-    config = write_config(tmp_path, sandbox.url, mappings={STREAM: options(tmp_path, dedupe_store=None)})
+def test_without_a_dedupe_store_duplicates_within_a_run_still_give_one_interaction(
+    sandbox, tmp_path
+):
+    config = write_config(
+        tmp_path, sandbox.url, mappings={STREAM: options(tmp_path, dedupe_store=None)}
+    )
     rows = samples.render_tsv_shaped(samples.sample_events())
 
     first = run_target(config, singer_lines(rows + rows))
     again = run_target(config, singer_lines(rows))
 
     assert first.returncode == again.returncode == 0
-    assert "       31  snowplow: duplicate event_id\n" in first.stderr, "30 repeats + 1 Snowplow duplicate"
-    assert len(sandbox.interactions) == 2 * len(samples.expected_interactions()), "no memory across runs"
+    assert "       31  snowplow: duplicate event_id\n" in first.stderr, (
+        "30 repeats + 1 Snowplow duplicate"
+    )
+    assert len(sandbox.interactions) == 2 * len(samples.expected_interactions()), (
+        "no memory across runs"
+    )
     assert not (tmp_path / "seen.sqlite").exists()
 
 
