@@ -26,8 +26,8 @@ echo "==> Installing the pipeline's plugins (first time only)"
 
 echo "==> Starting the sandbox API on $TARGET_MISO_API_URL"
 # (SO_REUSEADDR as the server sets it: a port left in TIME_WAIT by a previous run is free.)
-.venv/bin/python -c "import socket as s, sys; p = s.socket(); p.setsockopt(s.SOL_SOCKET, s.SO_REUSEADDR, 1)
-p.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" \
+.venv/bin/python -c "import socket as s, sys; p = s.socket()
+p.setsockopt(s.SOL_SOCKET, s.SO_REUSEADDR, 1); p.bind(('127.0.0.1', int(sys.argv[1])))" "$PORT" \
   2>/dev/null || { echo "Port $PORT is in use: stop what runs there or set DEMO_PORT"; exit 1; }
 .venv/bin/target-miso-sandbox --port "$PORT" --api-key "$TARGET_MISO_API_KEY" \
   --capture "$DEMO/received.jsonl" >"$DEMO/sandbox.log" 2>&1 &
@@ -36,11 +36,13 @@ trap 'kill "$SANDBOX_PID" 2>/dev/null || true' EXIT
 ready=
 for _ in $(seq 1 100); do
   kill -0 "$SANDBOX_PID" 2>/dev/null || { cat "$DEMO/sandbox.log"; exit 1; }
-  .venv/bin/python -c "import urllib.request as u; u.urlopen('$TARGET_MISO_API_URL/_sandbox/stats', timeout=1)" \
+  .venv/bin/python -c "import urllib.request as u, sys; u.urlopen(sys.argv[1], timeout=1)" \
+    "$TARGET_MISO_API_URL/_sandbox/stats" \
     2>/dev/null && { ready=1; break; }
   sleep 0.1
 done
-[ -n "$ready" ] || { cat "$DEMO/sandbox.log"; echo "The sandbox did not answer on $TARGET_MISO_API_URL"; exit 1; }
+[ -n "$ready" ] \
+  || { cat "$DEMO/sandbox.log"; echo "The sandbox did not answer on $TARGET_MISO_API_URL"; exit 1; }
 
 echo "==> meltano --environment=demo run --full-refresh tap-snowplow-files target-miso"
 .venv/bin/meltano --environment=demo run --full-refresh tap-snowplow-files target-miso \

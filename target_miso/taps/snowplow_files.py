@@ -1,4 +1,4 @@
-"""tap-snowplow-files: read Snowplow's enriched TSV files (the S3 loader's output) as a Singer stream.
+"""tap-snowplow-files: Snowplow's enriched TSV files (the S3 loader's output) as a Singer stream.
 
 Snowplow's S3 loader writes gzip files of headerless, tab-separated lines with JSON inside
 some fields and no quoting; none of the CSV or JSON taps reads that correctly (see
@@ -123,8 +123,10 @@ class SnowplowFilesStream(Stream):
         th.Property(SOURCE_FILE, th.StringType, description="The file's path or s3:// URL."),
         th.Property(SOURCE_LINE, th.IntegerType, description="The line's number in the file."),
         th.Property(SOURCE_MODIFIED, th.DateTimeType, description="The file's last-modified time."),
-        th.Property(POSITION, th.StringType, description="The bookmark: <last modified>|<key>|<line>."),
-    ).to_dict()  # fmt: skip
+        th.Property(
+            POSITION, th.StringType, description="The bookmark: <last modified>|<key>|<line>."
+        ),
+    ).to_dict()
 
     def get_records(self, context: dict | None) -> Iterable[dict[str, t.Any]]:
         """Yield the events of every file after the bookmark.
@@ -140,21 +142,28 @@ class SnowplowFilesStream(Stream):
         newest_allowed = dt.datetime.fromtimestamp(time.time() - settle, dt.timezone.utc)
         files = sorted(self._list_files(), key=lambda file: file.position_prefix)
         ready = [file for file in files if file.last_modified <= newest_allowed]
-        todo = [file for file in ready if bookmark is None or file.position_prefix >= bookmark.prefix]
+        todo = [
+            file for file in ready if bookmark is None or file.position_prefix >= bookmark.prefix
+        ]
         if bookmark is not None and todo and todo[0].position_prefix == bookmark.prefix:
             if bookmark.line is None:
                 todo.pop(0)  # sent in full last time
         self.logger.info(
             "%d files to read, %d read by earlier runs, %d younger than settle_seconds=%s "
             "left for the next run",
-            len(todo), len(ready) - len(todo), len(files) - len(ready), settle,
-        )  # fmt: skip
+            len(todo),
+            len(ready) - len(todo),
+            len(files) - len(ready),
+            settle,
+        )
         for file in todo:
             skip = bookmark.line if bookmark and file.position_prefix == bookmark.prefix else 0
             with file.open() as raw:
                 yield from self._events(file, raw, skip_through=skip or 0)
 
-    def _events(self, file: SourceFile, raw: t.IO[bytes], skip_through: int) -> Iterator[dict[str, t.Any]]:
+    def _events(
+        self, file: SourceFile, raw: t.IO[bytes], skip_through: int
+    ) -> Iterator[dict[str, t.Any]]:
         """Parse one file's lines, one line behind so the last event can carry ``end``."""
         prefix, modified = file.position_prefix, _iso(file.last_modified)
         held: dict[str, t.Any] | None = None
@@ -163,7 +172,7 @@ class SnowplowFilesStream(Stream):
                 continue
             if held is not None:
                 yield held
-            held = dict(zip(ENRICHED_TSV_COLUMNS, [value or None for value in fields]))
+            held = dict(zip(ENRICHED_TSV_COLUMNS, [value or None for value in fields], strict=True))
             held[SOURCE_FILE], held[SOURCE_LINE], held[SOURCE_MODIFIED] = file.key, number, modified
             held[POSITION] = f"{prefix}{number:010d}"
         if held is not None:
@@ -190,12 +199,15 @@ def _tsv_lines(key: str, raw: t.IO[bytes]) -> Iterator[tuple[int, list[str]]]:
         stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
     number = 0
     try:
-        for number, line in enumerate(stream, 1):  # noqa: B007 - read in the except
+        for number, line in enumerate(stream, 1):  # number is also read by the except clauses
             fields = line.rstrip(b"\r\n").decode("utf-8").split("\t")
             if len(fields) == FIELD_COUNT:
                 yield number, fields
             elif fields != [""]:  # blank lines carry no event
-                msg = f"{key}, line {number}: {len(fields)} tab-separated fields, expected {FIELD_COUNT} (enriched TSV)"
+                msg = (
+                    f"{key}, line {number}: {len(fields)} tab-separated fields, "
+                    f"expected {FIELD_COUNT} (enriched TSV)"
+                )
                 raise MalformedFileError(msg)
     except UnicodeDecodeError as error:
         msg = f"{key}, line {number}: not UTF-8 ({error.reason} at byte {error.start})"
@@ -243,7 +255,7 @@ def _from_ns(nanoseconds: int) -> dt.datetime:
 
 
 def _iso(moment: dt.datetime) -> str:
-    """Fixed width, so that positions sort as text."""
+    """Format a time at fixed width, so that positions sort as text."""
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -256,7 +268,7 @@ class _Prefixed(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: t.Any) -> int:  # noqa: ANN401 - a writable buffer
+    def readinto(self, buffer: t.Any) -> int:
         if self._head:
             size = min(len(buffer), len(self._head))
             buffer[:size], self._head = self._head[:size], self._head[size:]
@@ -272,10 +284,10 @@ class _FastSingerWriter(SingerWriter):
     The target still sees every record before the STATE that follows it.
     """
 
-    def serialize_message(self, message: t.Any) -> str:  # noqa: ANN401 - a Singer message
+    def serialize_message(self, message: t.Any) -> str:
         return orjson.dumps(message.to_dict()).decode()
 
-    def write_message(self, message: t.Any) -> None:  # noqa: ANN401 - a Singer message
+    def write_message(self, message: t.Any) -> None:
         sys.stdout.write(self.format_message(message) + "\n")
         if message.type != SingerMessageType.RECORD:
             sys.stdout.flush()
@@ -288,17 +300,33 @@ class TapSnowplowFiles(Tap):
     package_name = "target-miso"  # the distribution that ships it (for --version)
     message_writer_class = _FastSingerWriter
     config_jsonschema = th.PropertiesList(
-        th.Property("path", th.StringType, required=True, title="Files",
-                    description="A directory, a glob (`data/**/*.gz`) or `s3://bucket/prefix` of enriched TSV files."),
-        th.Property("endpoint_url", th.StringType, title="S3 endpoint URL",
-                    description="S3-compatible endpoint (MinIO, moto, ...); unset, boto3 reads AWS_ENDPOINT_URL."),
-        th.Property("settle_seconds", th.NumberType, default=300, title="Settle time (seconds)",
-                    description="Leave files modified less than this long ago for the next run, so that "
-                                "an upload still in flight can never land behind the bookmark."),
-    ).to_dict()  # fmt: skip
+        th.Property(
+            "path",
+            th.StringType,
+            required=True,
+            title="Files",
+            description="A directory, a glob (`data/**/*.gz`) or `s3://bucket/prefix` of "
+            "enriched TSV files.",
+        ),
+        th.Property(
+            "endpoint_url",
+            th.StringType,
+            title="S3 endpoint URL",
+            description="S3-compatible endpoint (MinIO, moto, ...); unset, boto3 reads "
+            "AWS_ENDPOINT_URL.",
+        ),
+        th.Property(
+            "settle_seconds",
+            th.NumberType,
+            default=300,
+            title="Settle time (seconds)",
+            description="Leave files modified less than this long ago for the next run, so that "
+            "an upload still in flight can never land behind the bookmark.",
+        ),
+    ).to_dict()
 
     def discover_streams(self) -> list[Stream]:
-        """The one stream.
+        """Return the one stream.
 
         Returns:
             ``atomic-events``.

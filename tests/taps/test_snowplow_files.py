@@ -30,9 +30,16 @@ def run_tap(tmp_path: Path, config: dict, state: dict | None = None) -> list[dic
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def run_tap_process(tmp_path: Path, config: dict, state: dict | None = None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "target_miso.taps.snowplow_files",
-            "--config", str(_write(tmp_path / "tap.json", {"settle_seconds": 0, **config}))]  # fmt: skip
+def run_tap_process(
+    tmp_path: Path, config: dict, state: dict | None = None
+) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable,
+        "-m",
+        "target_miso.taps.snowplow_files",
+        "--config",
+        str(_write(tmp_path / "tap.json", {"settle_seconds": 0, **config})),
+    ]
     if state is not None:
         args += ["--state", str(_write(tmp_path / "state.json", state))]
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
@@ -64,8 +71,10 @@ def write_file(path: Path, rows: list[dict], modified: int) -> Path:
 def two_files(folder: Path) -> tuple[Path, Path]:
     """The sample events as two S3-loader files, written a minute apart."""
     folder.mkdir(parents=True, exist_ok=True)
-    return (write_file(folder / "part-0001.tsv.gz", ROWS[:5], T0),
-            write_file(folder / "part-0002.tsv.gz", ROWS[5:], T0 + 60))  # fmt: skip
+    return (
+        write_file(folder / "part-0001.tsv.gz", ROWS[:5], T0),
+        write_file(folder / "part-0002.tsv.gz", ROWS[5:], T0 + 60),
+    )
 
 
 def test_records_carry_every_enriched_field_by_name_and_their_source(tmp_path):
@@ -79,7 +88,9 @@ def test_records_carry_every_enriched_field_by_name_and_their_source(tmp_path):
     assert first.pop("_sdc_source_file") == str(first_file)
     assert first.pop("_sdc_source_lineno") == 1
     assert first.pop("_sdc_source_last_modified") == "2024-05-01T10:00:00.000000Z"
-    assert first.pop("_sdc_source_position") == f"2024-05-01T10:00:00.000000Z|{first_file}|0000000001"
+    assert (
+        first.pop("_sdc_source_position") == f"2024-05-01T10:00:00.000000Z|{first_file}|0000000001"
+    )
     assert first == ROWS[0], "text as written, empty fields as null, JSON left as text"
     assert got[4]["_sdc_source_position"].endswith(f"|{first_file}|end"), "a file's last event"
     assert bookmark(last_state(messages)) == f"2024-05-01T10:01:00.000000Z|{second_file}|end"
@@ -109,8 +120,14 @@ def test_a_run_stopped_inside_a_file_resumes_after_its_last_sent_line(tmp_path):
     two_files(events)
     full = records(run_tap(tmp_path, {"path": str(events)}))
     # The state a target would have confirmed after the third event of the first file.
-    stopped = {"bookmarks": {STREAM: {"replication_key": "_sdc_source_position",
-                                      "replication_key_value": full[2]["_sdc_source_position"]}}}  # fmt: skip
+    stopped = {
+        "bookmarks": {
+            STREAM: {
+                "replication_key": "_sdc_source_position",
+                "replication_key_value": full[2]["_sdc_source_position"],
+            }
+        }
+    }
 
     resumed = records(run_tap(tmp_path, {"path": str(events)}, state=stopped))
 
@@ -126,7 +143,9 @@ def test_files_younger_than_settle_seconds_wait_for_the_next_run(tmp_path, caplo
     with caplog.at_level("INFO"):
         assert list(tap.streams[STREAM].get_records(None)) == []
 
-    assert "0 files to read, 0 read by earlier runs, 1 younger than settle_seconds=300" in caplog.text
+    assert (
+        "0 files to read, 0 read by earlier runs, 1 younger than settle_seconds=300" in caplog.text
+    )
 
 
 def test_plain_files_and_globs_work_too(tmp_path):
@@ -139,7 +158,11 @@ def test_plain_files_and_globs_work_too(tmp_path):
 
 
 def read_all(path: Path) -> list[dict]:
-    return list(TapSnowplowFiles(config={"path": str(path), "settle_seconds": 0}).streams[STREAM].get_records(None))
+    return list(
+        TapSnowplowFiles(config={"path": str(path), "settle_seconds": 0})
+        .streams[STREAM]
+        .get_records(None)
+    )
 
 
 def test_a_line_with_the_wrong_number_of_fields_names_its_file_and_line(tmp_path):
@@ -148,7 +171,9 @@ def test_a_line_with_the_wrong_number_of_fields_names_its_file_and_line(tmp_path
         out.write("\t".join(["x"] * 131) + "\n\n")
         out.write("only\tthree\tfields\n")
 
-    with pytest.raises(MalformedFileError, match=r"bad\.gz, line 3: 3 tab-separated fields, expected 131"):
+    with pytest.raises(
+        MalformedFileError, match=r"bad\.gz, line 3: 3 tab-separated fields, expected 131"
+    ):
         read_all(path)
 
 
@@ -158,9 +183,13 @@ def test_a_cut_off_gzip_file_and_bad_bytes_are_named_too(tmp_path):
     cut = tmp_path / "cut.gz"
     cut.write_bytes(whole.read_bytes()[:-20])
     latin = tmp_path / "latin.tsv"
-    latin.write_bytes(("\t".join(["x"] * 131) + "\n").encode() + "\t".join(["é"] * 131).encode("latin-1"))
+    latin.write_bytes(
+        ("\t".join(["x"] * 131) + "\n").encode() + "\t".join(["é"] * 131).encode("latin-1")
+    )
 
-    with pytest.raises(MalformedFileError, match=r"cut\.gz, after line \d+: damaged or cut-off gzip file"):
+    with pytest.raises(
+        MalformedFileError, match=r"cut\.gz, after line \d+: damaged or cut-off gzip file"
+    ):
         read_all(cut)
     with pytest.raises(MalformedFileError, match=r"latin\.tsv, line 2: not UTF-8"):
         read_all(latin)
@@ -168,13 +197,22 @@ def test_a_cut_off_gzip_file_and_bad_bytes_are_named_too(tmp_path):
 
 def test_a_bookmark_from_another_tap_is_a_clear_error(tmp_path):
     two_files(tmp_path / "events")
-    state = {"bookmarks": {STREAM: {"replication_key": "_sdc_source_position",
-                                    "replication_key_value": "part-0002.tsv.gz"}}}  # fmt: skip
+    state = {
+        "bookmarks": {
+            STREAM: {
+                "replication_key": "_sdc_source_position",
+                "replication_key_value": "part-0002.tsv.gz",
+            }
+        }
+    }
 
     done = run_tap_process(tmp_path, {"path": str(tmp_path / "events")}, state)
 
     assert done.returncode != 0
-    assert "bookmark 'part-0002.tsv.gz' of stream atomic-events is not a tap-snowplow-files position" in done.stderr
+    assert (
+        "bookmark 'part-0002.tsv.gz' of stream atomic-events is not a tap-snowplow-files position"
+        in done.stderr
+    )
     assert "clear the state" in done.stderr
     assert not [line for line in done.stdout.splitlines() if '"RECORD"' in line]
 
@@ -190,7 +228,9 @@ def test_tap_into_target_gives_the_expected_interactions(tmp_path, sandbox):
     assert run.returncode == 0, run.stderr[-2000:]
     received = sorted(sandbox.interactions, key=lambda i: (i["timestamp"], i["type"]))
     assert received == samples.expected_interactions()
-    assert bookmark(run.states[-1]) == bookmark(last_state(messages)), "the target passes the bookmark on"
+    assert bookmark(run.states[-1]) == bookmark(last_state(messages)), (
+        "the target passes the bookmark on"
+    )
 
 
 # The SDK's standard tap tests need the files when the class is built (at import).
