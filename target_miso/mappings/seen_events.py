@@ -60,6 +60,14 @@ class SeenEvents:
         self._pending.add(event_id)
         return False
 
+    def forget(self, event_id: str) -> None:
+        """Drop an id remembered in this run and not yet committed (its event was set aside).
+
+        Args:
+            event_id: The id.
+        """
+        self._pending.discard(event_id)
+
     def commit(self) -> None:
         """Everything seen so far was delivered or set aside: make it durable."""
         if not self._pending:

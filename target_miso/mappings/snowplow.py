@@ -169,6 +169,14 @@ class SnowplowMapping(Mapping):
         if self.seen.check_and_add(event_id):
             self.skipped["snowplow: duplicate event_id"] += 1
             return []
+        try:
+            return self._dispatch(event, name)
+        except MappingError:
+            # Set aside, not delivered: a corrected copy of the row must not count as a duplicate.
+            self.seen.forget(event_id)
+            raise
+
+    def _dispatch(self, event: SnowplowEvent, name: str) -> list[dict[str, t.Any]]:
         if name == "page_view":
             return self._page_view(event)
         if name == "page_ping":

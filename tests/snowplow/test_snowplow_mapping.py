@@ -562,3 +562,14 @@ def test_anonymous_id_falls_back_to_network_userid_then_the_mobile_session():
     assert (home["user_id"], home["anonymous_id"]) == ("u-1", "n-1"), "both sent together"
     assert "user_id" not in cart
     assert cart["anonymous_id"] == "mob-1"
+
+
+def test_a_row_set_aside_does_not_make_its_corrected_copy_a_duplicate():
+    good = rows(page_view(1, path="/"))[0]
+    bad = {**good, "derived_tstamp": "not a time"}
+    preset = mapping(ping_duration=False)
+    with pytest.raises(MappingError):
+        preset.map(bad)
+    assert [i["type"] for i in preset.map(good)] == ["home_page_view"]
+    assert preset.map(good) == [], "but a second good copy is a duplicate"
+    assert preset.skipped["snowplow: duplicate event_id"] == 1
