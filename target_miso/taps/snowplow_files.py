@@ -13,8 +13,8 @@ Incremental by file: files are read in order of (last-modified time, key) and ev
 carries its position, ``<last modified>|<key>|<line number>`` (``end`` on a file's last
 line). That position is the bookmark, so the next run skips the files already read, resumes
 inside a file a stopped run left half read, and reads nothing twice. Files younger than
-``settle_seconds`` are left for the next run: an upload that began earlier (S3 dates an
-object by when its upload began) but finishes later must not land behind the bookmark.
+``settle_seconds`` are left for the next run: an upload that began earlier (an object's
+date can be its upload's start) but finishes later must not land behind the bookmark.
 """
 
 from __future__ import annotations
