@@ -27,6 +27,7 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _CAMPAIGN = (("name", "mkt_campaign"), ("source", "mkt_source"), ("medium", "mkt_medium"),
              ("term", "mkt_term"), ("content", "mkt_content"))  # fmt: skip
 _MAX_OCTET = 255
+_MAX_OCTET_DIGITS = 3
 
 
 def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:
@@ -143,7 +144,12 @@ def truncated_ip(value: str | None) -> str | None:
     for octet in octets:
         if octet in ("x", "X"):
             numbers.append(0)
-        elif octet.isascii() and octet.isdigit() and len(octet) <= 3 and int(octet) <= _MAX_OCTET:  # noqa: PLR2004
+        elif (
+            octet.isascii()
+            and octet.isdigit()
+            and len(octet) <= _MAX_OCTET_DIGITS
+            and int(octet) <= _MAX_OCTET
+        ):
             numbers.append(int(octet))
         else:
             return None
