@@ -120,14 +120,18 @@ class Delivery:
 
     def _finished(self, future: Future[None]) -> None:
         self._slots.release()
+        not_started: list[Future[None]] = []
         with self._lock:
             self._pending.discard(future)
             error = None if future.cancelled() else future.exception()
             if error is not None and self._failure is None:
                 self._failure = error
-                # Batches not yet started would only add to what must be resent.
-                for other in self._pending:
-                    other.cancel()
+                not_started = list(self._pending)
+        # Batches not yet started would only add to what must be resent. Cancelled outside
+        # the lock: cancelling runs this callback for each of them.
+        for other in not_started:
+            other.cancel()
+
 
     def _deliver(self, batch: Batch) -> None:
         records, sources = batch.records, batch.sources
