@@ -1,10 +1,11 @@
 """Concurrent delivery of batches to Miso, and the barrier that STATE waits for.
 
 The sink hands over full batches and goes on reading; up to ``max_concurrent_requests``
-batches are on the wire at once, so API latency does not serialize the run. ``settle()``
-is the barrier: it returns only when every batch handed over so far was accepted by Miso
-or its refused records were set aside, and raises if any batch could not be delivered.
-The target calls it before it writes a STATE message.
+batches are on the wire at once, so API latency does not serialize the run. ``in_flight()``
+names the requests a checkpoint must wait for (the target writes its STATE once they are
+answered, and reads on meanwhile); ``settle()`` is the full barrier: it returns only when
+every batch handed over so far was accepted by Miso or its refused records were set aside,
+and raises if any batch could not be delivered.
 """
 
 from __future__ import annotations
@@ -91,6 +92,30 @@ class Delivery:
             self._pending.add(future)
         future.add_done_callback(self._finished)
 
+    def in_flight(self) -> frozenset[Future[None]]:
+        """The requests handed over and not yet answered: what a checkpoint waits for.
+
+        Every request handed over before is either in this set or already delivered: the
+        check for failures and the snapshot are taken under the lock that a finishing
+        request takes to record its outcome.
+
+        Returns:
+            Their futures (done and without exception once delivered).
+
+        Raises:
+            BaseException: The first delivery failure, if any.
+        """
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            return frozenset(self._pending)
+
+    def wait_idle(self) -> None:
+        """Wait until no request is on the wire, without raising (used when a run fails)."""
+        with self._lock:
+            pending = set(self._pending)
+        wait(pending)
+
     def settle(self) -> None:
         """Wait until every batch handed over is delivered or set aside.
 
@@ -131,7 +156,6 @@ class Delivery:
         # the lock: cancelling runs this callback for each of them.
         for other in not_started:
             other.cancel()
-
 
     def _deliver(self, batch: Batch) -> None:
         records, sources = batch.records, batch.sources

@@ -1,9 +1,11 @@
 """TargetMiso: settings, checkpoints, STATE, and the run summary.
 
 Data flows one way: Singer RECORD -> the stream's mapping -> validation -> batch ->
-``Delivery`` (concurrent POSTs) -> STATE. A STATE message is written only after
-``Delivery.settle()`` confirms that every earlier record was accepted by Miso or set aside
-in the rejects file; when delivery fails, the run stops with a non-zero exit and no STATE.
+``Delivery`` (concurrent POSTs) -> STATE. At each checkpoint every batch is handed to
+delivery, and the checkpoint's STATE is written only once the requests on the wire at that
+moment were answered, so every earlier record was accepted by Miso or set aside in the
+rejects file (``checkpoints.py``); reading goes on meanwhile. When delivery fails, the run
+stops with a non-zero exit and no STATE past the records that were not delivered.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_miso.catalog_deletes import CatalogError
 from target_miso.catalog_sync import CATALOG_SETTINGS, Catalogs, CatalogSink
+from target_miso.checkpoints import Checkpoint, CheckpointQueue
 from target_miso.client import MisoAPIError, MisoClient
 from target_miso.delivery import Delivery
 from target_miso.mappings import MappingConfigError, build_mapping, check_mappings
@@ -279,6 +282,11 @@ class TargetMiso(Target):
         self._checkpoint_seconds = float(config["state_checkpoint_seconds"])
         self._progress_seconds = float(config["progress_log_seconds"])
         self._records_since_checkpoint = 0
+        self._checkpoints = CheckpointQueue(self._release_checkpoint)
+        #: The STATE the SDK hands over while a checkpoint drains the sinks.
+        self._state_at_checkpoint: dict | None = None
+        #: Wait for every request at this checkpoint (end of input, catalog streams).
+        self._full_wait = False
         self._next_checkpoint_at = time.monotonic() + self._checkpoint_seconds
         self._next_progress_at = time.monotonic() + (self._progress_seconds or float("inf"))
 
@@ -423,10 +431,15 @@ class TargetMiso(Target):
 
     # --- Checkpoints and STATE ----------------------------------------------------------
 
+    #: Records between two looks at whether a waiting checkpoint's requests were answered.
+    _RELEASE_POLL_RECORDS = 256
+
     def _handle_max_record_age(self) -> None:
         # Called by the SDK after every RECORD: replaces its fixed 5-minute drain with
         # checkpoints every N records or T seconds, and logs progress.
         self._records_since_checkpoint += 1
+        if self._records_since_checkpoint % self._RELEASE_POLL_RECORDS == 0 and self._checkpoints:
+            self._checkpoints.release_ready()
         now = time.monotonic()
         if (
             self._records_since_checkpoint >= self._checkpoint_records
@@ -438,7 +451,11 @@ class TargetMiso(Target):
             self._next_progress_at = now + self._progress_seconds
 
     def checkpoint(self, *, is_endofpipe: bool = False) -> None:
-        """Deliver everything read so far, then write the latest STATE.
+        """Hand everything read so far to delivery; its STATE follows once it is delivered.
+
+        At the end of input (and whenever catalog streams run: their task waits and hash
+        saves are per checkpoint) this waits for every request and writes the STATE now.
+        Otherwise the checkpoint is queued with the requests on the wire, and reading goes on.
 
         Args:
             is_endofpipe: True at the end of input (sinks are also cleaned up).
@@ -447,25 +464,51 @@ class TargetMiso(Target):
             held = mapping.flush()
             if held:
                 self._sinks_active[stream_name].add_held(held)  # type: ignore[attr-defined]
-        self.drain_all(is_endofpipe=is_endofpipe)  # writes STATE through the method below
-        self._settle()  # when there was no STATE to write
+        self._full_wait = is_endofpipe or bool(self.catalogs.streams)
+        self._state_at_checkpoint = None
+        self.drain_all(is_endofpipe=is_endofpipe)  # hands over STATE through the method below
+        if self._full_wait:
+            self._settle()
+            self._checkpoints.discard()  # the STATE just written covers them
+            if self._state_at_checkpoint is not None:
+                self._write_state(self._state_at_checkpoint)
+        else:
+            self._checkpoints.add(
+                Checkpoint(
+                    state=self._state_at_checkpoint,
+                    requests=self.delivery.in_flight(),
+                    tokens=tuple((m, m.seal()) for m in self._mappings.values()),
+                ),
+            )
         self._records_since_checkpoint = 0
         self._next_checkpoint_at = time.monotonic() + self._checkpoint_seconds
 
     def _settle(self) -> None:
+        # The full wait: every request answered, then everything read so far is committed.
         self.delivery.settle()
         self.rejects.sync()
         self.catalogs.commit()
         for mapping in self._mappings.values():
             mapping.commit()
 
+    def _release_checkpoint(self, checkpoint: Checkpoint) -> None:
+        # Its requests were delivered: make its rejects durable, commit, write its STATE.
+        self.rejects.sync()
+        for mapping, token in checkpoint.tokens:
+            mapping.commit(token)
+        if checkpoint.state is not None:
+            self._write_state(checkpoint.state)
+
     def _write_state_message(self, state: dict) -> None:
-        """Write STATE, but only once every earlier record is delivered or set aside.
+        """Take the latest STATE at a checkpoint; ``checkpoint`` decides when it is written.
 
         Args:
-            state: The latest STATE received from the tap.
+            state: The latest STATE received from the tap (the SDK's own copy).
         """
-        self._settle()
+        self._state_at_checkpoint = state
+
+    @staticmethod
+    def _write_state(state: dict) -> None:
         sys.stdout.write(json.dumps(state, default=_state_default) + "\n")
         sys.stdout.flush()
 
@@ -488,11 +531,20 @@ class TargetMiso(Target):
             super().listen(file_input)
         except RUN_ERRORS as error:
             self.logger.error("target-miso stopped: %s", self.client.scrub(str(error)))  # noqa: TRY400
+            self._release_delivered_checkpoints()
             self.logger.error(
                 "No STATE was written past the records that were not delivered; the next "
                 "run starts from the last STATE written and resends them.",
             )
             sys.exit(1)
+
+    def _release_delivered_checkpoints(self) -> None:
+        # The run failed: checkpoints whose own requests were all delivered still get their
+        # STATE, so the next run replays as little as possible. Nothing after the first
+        # checkpoint with a failed request is released.
+        if self._checkpoints:
+            self.delivery.wait_idle()
+            self._checkpoints.release_ready()
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
         # SIGTERM/SIGINT: deliver what was read and write its STATE, then exit with the

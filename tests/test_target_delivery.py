@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -173,14 +174,9 @@ def test_state_is_written_only_after_its_records_are_acknowledged(sandbox_factor
     )
     process.stdin.write(singer)
     process.stdin.close()
-    checked = 0
-    for line in process.stdout:
-        state_seq = json.loads(line)["bookmarks"]["interactions"]["seq"]
-        stored = set(seqs(sandbox.interactions))
-        assert set(range(state_seq + 1)) <= stored, f"STATE seq={state_seq} came too early"
-        checked += 1
+    written = _read_states_checking_each(process, sandbox)
     assert process.wait(timeout=60) == 0
-    assert checked >= 5, "the run should checkpoint several times"
+    assert len(written) >= 5, "the run should checkpoint several times"
 
 
 def test_killed_run_resumed_from_its_last_state_delivers_every_record(sandbox_factory, tmp_path):
@@ -265,3 +261,86 @@ def test_terminated_run_delivers_what_it_read_and_says_it_did_not_finish(
     assert sorted(seqs(sandbox.interactions)) == list(range(500))
     assert json.loads(stdout.splitlines()[-1]) == {"bookmarks": {"interactions": {"seq": 499}}}
     assert_key_hidden(stdout, stderr)
+
+
+def _read_states_checking_each(process: subprocess.Popen, sandbox, on_state=None) -> list[int]:
+    # Each STATE line, as it appears, must cover only records the sandbox already stored.
+    written = []
+    for line in process.stdout:
+        state_seq = json.loads(line)["bookmarks"]["interactions"]["seq"]
+        stored = set(seqs(sandbox.interactions))
+        assert set(range(state_seq + 1)) <= stored, f"STATE seq={state_seq} came too early"
+        written.append(state_seq)
+        if on_state is not None:
+            on_state(written)
+    return written
+
+
+def test_reading_goes_on_while_a_checkpoints_requests_are_answered(sandbox_factory, tmp_path):
+    # One batch per checkpoint and a slow API: if each checkpoint waited for its request,
+    # never more than one request would be on the wire.
+    sandbox = sandbox_factory(latency_ms=200)
+    total = 1000
+    config = write_config(
+        tmp_path, sandbox.url, batch_size_rows=50, state_checkpoint_records=50,
+        max_concurrent_requests=4,
+    )
+    process = subprocess.Popen(
+        [*target_command(), "--config", str(config)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    process.stdin.write(singer_input([interaction(i) for i in range(total)], state_every=50))
+    process.stdin.close()
+
+    written = _read_states_checking_each(process, sandbox)
+
+    assert process.wait(timeout=60) == 0
+    assert sandbox.stats()["max_in_flight"] == 4, "checkpoints must not serialize requests"
+    assert written == sorted(written), "STATEs come out in input order"
+    assert written[-1] == total - 1
+    assert sorted(seqs(sandbox.interactions)) == list(range(total))
+
+
+def test_an_outage_mid_run_stops_states_before_the_first_undelivered_record(
+    sandbox_factory, tmp_path,
+):
+    sandbox = sandbox_factory(latency_ms=50)
+    total = 3000
+
+    def start_outage(written: list[int]) -> None:
+        if len(written) == 2:
+            sandbox.set_faults(latency_ms=50, fail_all_status=503)
+
+    config = write_config(
+        tmp_path, sandbox.url, batch_size_rows=50, state_checkpoint_records=100, max_retries=1,
+    )
+    process = subprocess.Popen(
+        [*target_command(), "--config", str(config)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # A target that hangs instead of failing is killed, and the test fails on its exit code.
+    watchdog = threading.Timer(120, process.kill)
+    watchdog.start()
+    # stdin is written from a thread: the target stops reading when it fails.
+    singer = singer_input([interaction(i) for i in range(total)], state_every=100)
+    feeder = threading.Thread(target=_feed, args=(process, singer))
+    feeder.start()
+
+    written = _read_states_checking_each(process, sandbox, start_outage)
+    stderr = process.stderr.read()
+    feeder.join(timeout=60)
+    watchdog.cancel()
+
+    assert process.wait(timeout=60) == 1, "the run must fail, not hang or succeed"
+    assert len(written) >= 2
+    assert written[-1] < total - 1, "no STATE after the outage began"
+    assert "HTTP 503" in stderr
+    assert_key_hidden("\n".join(map(str, written)), stderr)
+
+
+def _feed(process: subprocess.Popen, singer: str) -> None:
+    try:
+        process.stdin.write(singer)
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # the target stopped reading: that is the point of the test

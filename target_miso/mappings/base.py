@@ -106,10 +106,22 @@ class Mapping:
         """
         return []
 
-    def commit(self) -> None:  # noqa: B027 - optional hook
-        """Everything handed out so far is now accepted by Miso or set aside on record.
+    def seal(self) -> object:
+        """A checkpoint is taken: everything handed out so far belongs to it.
+
+        Returns:
+            A token for ``commit``. Reading goes on while the checkpoint's requests are
+            on the wire, so the mapping must tell apart what came before and after it.
+        """
+        return None
+
+    def commit(self, token: object = None) -> None:  # noqa: B027 - optional hook
+        """Everything handed out up to a checkpoint is accepted by Miso or set aside on record.
 
         Mappings that remember things across runs (e.g. event ids seen) persist them here.
+
+        Args:
+            token: What ``seal`` returned for that checkpoint; None: everything so far.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -2,9 +2,10 @@
 
 Snowplow produces duplicate ``event_id``s, and SQL taps re-send the boundary row of every
 incremental run (their bookmark is inclusive), so the Snowplow preset drops an event id it
-has seen. Ids seen in this run wait in memory; ``commit()`` (called when everything handed
-out is accepted by Miso or set aside) writes them to a SQLite file, so a crash before the
-STATE never marks undelivered events as sent. Ids older than the retention are forgotten.
+has seen. Ids seen in this run wait in memory, grouped by checkpoint: ``seal()`` closes the
+group of a checkpoint, and ``commit(token)`` (called once that checkpoint's interactions are
+accepted by Miso or set aside) writes its ids to a SQLite file, so a crash before the STATE
+never marks undelivered events as sent. Ids older than the retention are forgotten.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ class SeenEvents:
             "(event_id TEXT PRIMARY KEY, seen_day INTEGER NOT NULL) WITHOUT ROWID",
         )
         self.retention_days = retention_days
+        #: Ids seen since the last checkpoint (``forget`` works on these).
         self._pending: set[str] = set()
+        #: Ids of checkpoints taken whose interactions are still on the wire, by token.
+        self._sealed: list[tuple[int, set[str]]] = []
+        self._last_token = 0
         # An empty store (a first run, or no path) needs no lookups at all.
         self._stored_any = self._db.execute("SELECT 1 FROM seen_events LIMIT 1").fetchone() is not None
 
@@ -51,7 +56,7 @@ class SeenEvents:
         Returns:
             True when it was seen before (the event is a duplicate).
         """
-        if event_id in self._pending:
+        if event_id in self._pending or any(event_id in ids for _, ids in self._sealed):
             return True
         if self._stored_any and self._db.execute(
             "SELECT 1 FROM seen_events WHERE event_id = ?", (event_id,)
@@ -68,20 +73,42 @@ class SeenEvents:
         """
         self._pending.discard(event_id)
 
-    def commit(self) -> None:
-        """Everything seen so far was delivered or set aside: make it durable."""
-        if not self._pending:
+    def seal(self) -> int:
+        """A checkpoint: group every id seen since the previous one.
+
+        Returns:
+            The token that ``commit`` takes once the checkpoint's interactions are settled.
+        """
+        self._last_token += 1
+        self._sealed.append((self._last_token, self._pending))
+        self._pending = set()
+        return self._last_token
+
+    def commit(self, token: int | None = None) -> None:
+        """Make the ids of settled checkpoints durable.
+
+        Args:
+            token: Every checkpoint up to this one is settled; None: everything seen so far
+                (the end of the run).
+        """
+        if token is None:
+            ready = [ids for _, ids in self._sealed] + [self._pending]
+            self._sealed, self._pending = [], set()
+        else:
+            ready = [ids for sealed, ids in self._sealed if sealed <= token]
+            self._sealed = [(sealed, ids) for sealed, ids in self._sealed if sealed > token]
+        if not any(ready):
             return
         today = int(time.time() // _DAY)
         with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO seen_events VALUES (?, ?)",
-                ((event_id, today) for event_id in self._pending),
-            )
+            for ids in ready:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO seen_events VALUES (?, ?)",
+                    ((event_id, today) for event_id in ids),
+                )
             self._db.execute(
                 "DELETE FROM seen_events WHERE seen_day < ?", (today - self.retention_days,)
             )
-        self._pending.clear()
         self._stored_any = True
 
     def close(self) -> None:

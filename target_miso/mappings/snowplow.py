@@ -202,9 +202,17 @@ class SnowplowMapping(Mapping):
         self._orders.clear()
         return held
 
-    def commit(self) -> None:
-        """Everything handed out is delivered or set aside: remember its event ids."""
-        self.seen.commit()
+    def seal(self) -> int:
+        """A checkpoint: the event ids seen so far belong to it."""
+        return self.seen.seal()
+
+    def commit(self, token: int | None = None) -> None:
+        """A checkpoint's interactions are delivered or set aside: remember their event ids.
+
+        Args:
+            token: What ``seal`` returned for that checkpoint; None: everything so far.
+        """
+        self.seen.commit(token)
 
     def close(self) -> None:
         """Close the event id store."""
