@@ -298,6 +298,10 @@ class SandboxHandler(http.server.BaseHTTPRequestHandler):
     """One HTTP/1.1 connection (keep-alive, as a real API behind a load balancer)."""
 
     protocol_version = "HTTP/1.1"
+    # The answer's headers and body leave in separate writes; with Nagle's algorithm the
+    # body then waited for the client's delayed ACK, adding 40 ms to every request after
+    # the first on a keep-alive connection (measured: 16 ms, then 52 ms each).
+    disable_nagle_algorithm = True
     server: _SandboxServer
 
     def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002 - stdlib signature
