@@ -133,6 +133,8 @@ def plain(value: object) -> object:
     if kind is int or kind is float or kind is bool or value is None:
         return value
     if kind is dict:
+        if value and all(map(_is_clean_scalar, value.values())):  # type: ignore[attr-defined]
+            return value  # the common case, e.g. context.page: nothing to clean, no copy
         cleaned = {}
         for key, item in value.items():  # type: ignore[attr-defined]
             item = plain(item)
@@ -140,6 +142,8 @@ def plain(value: object) -> object:
                 cleaned[key] = item
         return cleaned or None
     if kind is list:
+        if value and all(map(_is_clean_scalar, value)):  # type: ignore[call-overload]
+            return value
         items = [item for item in map(plain, value) if item is not None]  # type: ignore[call-overload]
         return items or None
     if isinstance(value, decimal.Decimal):
@@ -149,6 +153,12 @@ def plain(value: object) -> object:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
+
+
+def _is_clean_scalar(value: object) -> bool:
+    # A value ``plain`` would give back unchanged: a non-empty string, a number, a bool.
+    kind = type(value)
+    return (kind is str and value != "") or kind is int or kind is float or kind is bool
 
 
 def normalize_field(field: str, value: object) -> object:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import gc
 import json
 import sys
 import time
@@ -51,6 +52,15 @@ class Tally:
     records_in: int = 0
     interactions: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def _tune_garbage_collector() -> None:
+    # Records are acyclic dicts, freed by reference counting the moment their batch is sent;
+    # the cycle collector only re-scanned the live heap (every module, every batch held),
+    # a full scan per ~700 new dicts. Freezing the start-up heap and scanning less often
+    # cut the per-record cost by a fifth (docs/performance.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _state_default(value: object) -> object:
@@ -255,6 +265,7 @@ class TargetMiso(Target):
             **kwargs: Passed to the SDK's Target.
         """
         super().__init__(*args, **kwargs)
+        _tune_garbage_collector()
         config = self.config
         self._check_settings(config)
         try:
