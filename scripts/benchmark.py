@@ -139,7 +139,6 @@ def target_command(sandbox: Sandbox, workdir: Path, shape: str) -> list[str]:
         "api_url": sandbox.url,
         "api_key": API_KEY,
         "max_requests_per_second": 0,  # the yardstick has no rate limit either
-        "max_concurrent_requests": 4,
         "rejects_path": str(workdir / "rejects.jsonl"),
         "progress_log_seconds": 0,
     }

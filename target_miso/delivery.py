@@ -72,8 +72,9 @@ class Delivery:
         self._client = client
         self._rejects = rejects
         self._pool = ThreadPoolExecutor(max(max_concurrent, 1), thread_name_prefix="miso-post")
-        # Bounds the batches held in memory: one on the wire and one waiting per worker.
-        self._slots = threading.BoundedSemaphore(2 * max(max_concurrent, 1))
+        # Bounds the batches held in memory (each keeps its source records for the rejects
+        # file): one on the wire per worker, and two waiting to absorb a checkpoint's burst.
+        self._slots = threading.BoundedSemaphore(max(max_concurrent, 1) + 2)
         self._lock = threading.Lock()
         self._pending: set[Future[None]] = set()
         self._failure: BaseException | None = None

@@ -132,10 +132,10 @@ class TargetMiso(Target):
         th.Property(
             "max_concurrent_requests",
             th.IntegerType(nullable=False),
-            default=4,
+            default=8,
             title="Max concurrent requests",
             description="Requests on the wire at once, so that API latency does not "
-            "serialize the run.",
+            "serialize the run (`max_requests_per_second` still bounds the rate).",
         ),
         th.Property(
             "max_requests_per_second",
