@@ -134,7 +134,7 @@ def plain(value: object) -> object:
         return value
     if kind is dict:
         if value and all(map(_is_clean_scalar, value.values())):  # type: ignore[attr-defined]
-            return value  # the common case, e.g. context.page: nothing to clean, no copy
+            return dict(value)  # the common case, e.g. context.page: a plain copy (in C)
         cleaned = {}
         for key, item in value.items():  # type: ignore[attr-defined]
             item = plain(item)
@@ -143,7 +143,7 @@ def plain(value: object) -> object:
         return cleaned or None
     if kind is list:
         if value and all(map(_is_clean_scalar, value)):  # type: ignore[call-overload]
-            return value
+            return list(value)
         items = [item for item in map(plain, value) if item is not None]  # type: ignore[call-overload]
         return items or None
     if isinstance(value, decimal.Decimal):
@@ -187,11 +187,14 @@ def normalize_field(field: str, value: object) -> object:
     return plain(value)
 
 
-def normalize_interaction(record: t.Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
+def normalize_interaction(
+    record: t.Mapping[str, object], fields: t.Container[str] | None = None,
+) -> tuple[dict[str, object], list[str]]:
     """Normalize every field of an interaction-shaped record.
 
     Args:
         record: Field name to raw value.
+        fields: Keep only these fields (None: all).
 
     Returns:
         The normalized record and the reasons of fields that could not be normalized
@@ -200,6 +203,8 @@ def normalize_interaction(record: t.Mapping[str, object]) -> tuple[dict[str, obj
     out: dict[str, object] = {}
     problems: list[str] = []
     for field, value in record.items():
+        if value is None or (fields is not None and field not in fields):
+            continue
         try:
             normalized = normalize_field(field, value)
         except ValueError as error:

@@ -90,12 +90,13 @@ class InteractionsSink(BatchSink):
         """A batch reached its row or byte limit."""
         return bool(self._full)
 
-    def process_record(self, record: dict, context: dict) -> None:  # noqa: ARG002
+    def process_record(self, record: dict, context: dict) -> None:
         """Map, validate and batch one source record.
 
         Args:
             record: The record as the tap sent it.
-            context: The SDK's batch context (unused: batches are kept here).
+            context: ``{"line": ...}``: the Singer line the record was read from, when the
+                target passes it (no stream maps), kept in the batch instead of the record.
         """
         self._target.tally.records_in += 1
         try:
@@ -103,15 +104,19 @@ class InteractionsSink(BatchSink):
         except MappingError as error:
             self._target.set_aside(self.stream_name, [str(error)], record, None, "mapping")
             return
+        kept = context.get("line") or record
         for interaction in interactions:
-            self.add_interaction(interaction, record)
+            self.add_interaction(interaction, record, kept)
 
-    def add_interaction(self, interaction: dict[str, t.Any], source: object) -> None:
+    def add_interaction(
+        self, interaction: dict[str, t.Any], source: object, kept: object = None,
+    ) -> None:
         """Validate one interaction and add it to the current batch.
 
         Args:
             interaction: The mapped interaction.
             source: The source record it came from.
+            kept: What the batch keeps of the source (its Singer line); default: ``source``.
         """
         target = self._target
         reasons = target.validator.reasons(interaction)
@@ -129,7 +134,7 @@ class InteractionsSink(BatchSink):
         if batch.records and batch.size_bytes + len(encoded) + 1 > self._max_bytes:
             self._seal()
             batch = self._batch
-        batch.add(encoded, source)
+        batch.add(encoded, source if kept is None else kept)
         target.tally.interactions += 1
         if len(batch) >= self.max_size:
             self._seal()

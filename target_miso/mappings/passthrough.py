@@ -52,9 +52,7 @@ class PassthroughMapping(Mapping):
         Raises:
             MappingError: If a field cannot be normalized.
         """
-        interaction, problems = normalize_interaction(
-            {k: v for k, v in record.items() if k in _MISO_FIELDS},
-        )
+        interaction, problems = normalize_interaction(record, _MISO_FIELDS)
         if problems:
             field, _, reason = problems[0].partition(": ")
             raise MappingError(field, "; ".join([reason, *problems[1:]]))
