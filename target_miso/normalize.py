@@ -13,7 +13,7 @@ import json
 import re
 import typing as t
 
-from target_miso.schema import STRUCTURED_FIELDS
+from target_miso.schema import ALL_FIELDS, STRUCTURED_FIELDS
 
 _UTC = dt.timezone.utc
 # Already what Miso wants (the common case when a source is re-read): no parsing needed.
@@ -21,6 +21,8 @@ _CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 # "2024-05-01 10:00:00.123456" (or with T, fewer digits, none): naive, so taken as UTC.
 _NAIVE = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?\Z")
 _NUMBER_FIELDS = frozenset({"duration", "revenue", "rating"})
+#: Fields whose text is sent as it is (others parse JSON text, or read numbers or times).
+_TEXT_FIELDS = frozenset(ALL_FIELDS) - set(STRUCTURED_FIELDS) - _NUMBER_FIELDS - {"timestamp"}
 
 
 def to_utc_timestamp(value: object) -> str:
@@ -133,17 +135,21 @@ def plain(value: object) -> object:
     if kind is int or kind is float or kind is bool or value is None:
         return value
     if kind is dict:
-        if value and all(map(_is_clean_scalar, value.values())):  # type: ignore[attr-defined]
-            return dict(value)  # the common case, e.g. context.page: a plain copy (in C)
         cleaned = {}
         for key, item in value.items():  # type: ignore[attr-defined]
-            item = plain(item)
-            if item is not None:
-                cleaned[key] = item
+            # Most values are plain strings and numbers: keep them without a call.
+            item_kind = type(item)
+            if item_kind is str:
+                if item:
+                    cleaned[key] = item
+                continue
+            if item_kind is not int and item_kind is not float and item_kind is not bool:
+                item = plain(item)
+                if item is None:
+                    continue
+            cleaned[key] = item
         return cleaned or None
     if kind is list:
-        if value and all(map(_is_clean_scalar, value)):  # type: ignore[call-overload]
-            return list(value)
         items = [item for item in map(plain, value) if item is not None]  # type: ignore[call-overload]
         return items or None
     if isinstance(value, decimal.Decimal):
@@ -153,12 +159,6 @@ def plain(value: object) -> object:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
-
-
-def _is_clean_scalar(value: object) -> bool:
-    # A value ``plain`` would give back unchanged: a non-empty string, a number, a bool.
-    kind = type(value)
-    return (kind is str and value != "") or kind is int or kind is float or kind is bool
 
 
 def normalize_field(field: str, value: object) -> object:
@@ -178,6 +178,8 @@ def normalize_field(field: str, value: object) -> object:
         return None
     if field == "timestamp":
         return to_utc_timestamp(value)
+    if type(value) is str and field in _TEXT_FIELDS:
+        return value
     if field in STRUCTURED_FIELDS:
         value = parse_json_text(value)
         if field == "quantities":
