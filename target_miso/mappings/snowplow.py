@@ -61,8 +61,9 @@ OPTIONS: dict[str, t.Any] = {
     "dedupe_retention_days": 30,
 }
 PRODUCT_VIEW_SOURCES = ("ecommerce", "page_rules", "both")
-#: How many closed page views are remembered to explain late pings in the run summary.
-_CLOSED_PAGES_KEPT = 100_000
+#: How many closed page views are remembered to explain late pings in the run summary
+#: (~200 bytes each: 100,000 made peak RSS grow by 20 MB between 100k and 1M rows).
+_CLOSED_PAGES_KEPT = 20_000
 _EPOCH = dt.datetime(1970, 1, 1)
 
 
