@@ -56,10 +56,10 @@ class Tally:
 
 def _tune_garbage_collector() -> None:
     # Records are acyclic dicts, freed by reference counting the moment their batch is sent;
-    # the cycle collector only re-scanned the live heap (every module, every batch held),
-    # a full scan per ~700 new dicts. Freezing the start-up heap and scanning less often
-    # cut the per-record cost by a fifth (docs/performance.md).
-    # Done in listen(), which only a target process runs, not the in-process SDK test runners.
+    # the cycle collector only re-scanned the live heap (every module, every batch held).
+    # Freezing the start-up heap and scanning less often cut the CPU per record by a fifth
+    # (docs/performance.md). Called from listen(), which the target process runs and the
+    # SDK's in-process test runners do not.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
 
@@ -205,7 +205,7 @@ class TargetMiso(Target):
         th.Property(
             "state_checkpoint_records",
             th.IntegerType(nullable=False),
-            default=20_000,
+            default=10_000,
             title="Checkpoint interval (records)",
             description="Also checkpoint after this many records. Mappings hold some "
             "interactions until the next checkpoint (Snowplow page views waiting for their "
@@ -296,8 +296,6 @@ class TargetMiso(Target):
         self._checkpoints = CheckpointQueue(self._release_checkpoint)
         #: The STATE the SDK hands over while a checkpoint drains the sinks.
         self._state_at_checkpoint: dict | None = None
-        #: Wait for every request at this checkpoint (end of input, catalog streams).
-        self._full_wait = False
         self._next_checkpoint_at = time.monotonic() + self._checkpoint_seconds
         self._next_progress_at = time.monotonic() + (self._progress_seconds or float("inf"))
 
@@ -434,7 +432,9 @@ class TargetMiso(Target):
         sink.process_record(record, {"line": getattr(self.message_reader, "current_line", None)})
         sink.record_counter_metric.increment()
         if sink.is_full:
-            self.drain_one(sink)
+            self.drain_one(sink)  # may have waited for a request: a checkpoint may be ready
+            if self._checkpoints:
+                self._checkpoints.release_ready()
         self._handle_max_record_age()
 
     @cached_property
@@ -476,10 +476,9 @@ class TargetMiso(Target):
             held = mapping.flush()
             if held:
                 self._sinks_active[stream_name].add_held(held)  # type: ignore[attr-defined]
-        self._full_wait = is_endofpipe or bool(self.catalogs.streams)
         self._state_at_checkpoint = None
         self.drain_all(is_endofpipe=is_endofpipe)  # hands over STATE through the method below
-        if self._full_wait:
+        if is_endofpipe or self.catalogs.streams:
             self._settle()
             self._checkpoints.discard()  # the STATE just written covers them
             if self._state_at_checkpoint is not None:
