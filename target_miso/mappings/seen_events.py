@@ -44,6 +44,7 @@ class SeenEvents:
         #: Ids of checkpoints taken whose interactions are still on the wire, by token.
         self._sealed: list[tuple[int, set[str]]] = []
         self._last_token = 0
+        self._expired_removed = False
         # An empty store (a first run, or no path) needs no lookups at all.
         self._stored_any = self._db.execute("SELECT 1 FROM seen_events LIMIT 1").fetchone() is not None
 
@@ -106,9 +107,13 @@ class SeenEvents:
                     "INSERT OR REPLACE INTO seen_events VALUES (?, ?)",
                     ((event_id, today) for event_id in ids),
                 )
-            self._db.execute(
-                "DELETE FROM seen_events WHERE seen_day < ?", (today - self.retention_days,)
-            )
+            if not self._expired_removed:
+                # Once per run: without an index on seen_day this reads the whole table,
+                # which at every checkpoint grew with the store.
+                self._db.execute(
+                    "DELETE FROM seen_events WHERE seen_day < ?", (today - self.retention_days,)
+                )
+                self._expired_removed = True
         self._stored_any = True
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from target_miso.mappings.seen_events import SeenEvents
 
@@ -55,4 +56,18 @@ def test_a_forgotten_id_is_not_committed(tmp_path):
     seen.forget("set-aside")
     seen.commit(seen.seal())
     assert stored_ids(path) == set()
+    seen.close()
+
+
+def test_ids_past_the_retention_are_forgotten_at_the_first_commit_of_a_run(tmp_path):
+    path = tmp_path / "ids.sqlite"
+    SeenEvents(path).close()  # creates the table
+    today = int(time.time() // 86_400)
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO seen_events VALUES ('old', ?), ('recent', ?)", (today - 31, today - 2))
+    seen = SeenEvents(path, retention_days=30)
+    seen.check_and_add("new")
+    seen.commit(seen.seal())
+    assert stored_ids(path) == {"recent", "new"}
+    assert not seen.check_and_add("old"), "forgotten: it would be sent again"
     seen.close()
