@@ -96,7 +96,8 @@ class InteractionsSink(BatchSink):
         Args:
             record: The record as the tap sent it.
             context: ``{"line": ...}``: the Singer line the record was read from, when the
-                target passes it (no stream maps), kept in the batch instead of the record.
+                target passes it (no stream maps). The batch keeps what the mapping chooses
+                (``kept_source``), else this line, else the record.
         """
         self._target.tally.records_in += 1
         try:
@@ -104,7 +105,7 @@ class InteractionsSink(BatchSink):
         except MappingError as error:
             self._target.set_aside(self.stream_name, [str(error)], record, None, "mapping")
             return
-        kept = context.get("line") or record
+        kept = self.mapping.kept_source(record) or context.get("line") or record
         for interaction in interactions:
             self.add_interaction(interaction, record, kept)
 

@@ -98,6 +98,18 @@ class Mapping:
         """
         raise NotImplementedError
 
+    def kept_source(self, record: dict[str, t.Any]) -> object:  # noqa: ARG002 - a hook
+        """What a batch keeps of a source record, for the rejects file should Miso refuse it.
+
+        Args:
+            record: The source record.
+
+        Returns:
+            None: the record's Singer line (or the record itself). Presets with wide rows
+            return the columns that identify the row.
+        """
+        return None
+
     def flush(self) -> list[Held]:
         """Give back every interaction held so far.
 

@@ -203,6 +203,17 @@ class SnowplowMapping(Mapping):
         self._orders.clear()
         return held
 
+    def kept_source(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+        """A batch keeps the row's identifying columns, not the whole row.
+
+        Args:
+            record: The row.
+
+        Returns:
+            event_id, event_name, collector_tstamp, page_url and tr_orderid (when set).
+        """
+        return _identity(record)
+
     def seal(self) -> int:
         """A checkpoint: the event ids seen so far belong to it."""
         return self.seen.seal()
@@ -246,7 +257,7 @@ class SnowplowMapping(Mapping):
             return [interaction]
         if page is None:
             page = self._pages[key] = _HeldPage()
-        page.view, page.source = interaction, _identity(event)
+        page.view, page.source = interaction, _identity(event.record)
         return []
 
     def _page_ping(self, event: SnowplowEvent) -> None:
@@ -312,7 +323,7 @@ class SnowplowMapping(Mapping):
                 raise MappingError("tr_orderid", "missing on a transaction event")
             order = self._orders.setdefault(order_id, _HeldOrder())
             order.common = common_fields(event)
-            order.source = _identity(event)
+            order.source = _identity(event.record)
             order.revenue = _number(event, "tr_total")
             self.skipped["transaction: grouped into its order's checkout"] += 1
             return
@@ -324,7 +335,7 @@ class SnowplowMapping(Mapping):
         order.items.append((sku, _number(event, "ti_quantity") or 1))
         if order.common is None:
             order.common = common_fields(event)
-            order.source = _identity(event)
+            order.source = _identity(event.record)
         self.skipped["transaction_item: grouped into its order's checkout"] += 1
 
     def _checkout(self, order_id: str, order: _HeldOrder) -> dict[str, t.Any] | None:
@@ -400,7 +411,7 @@ class SnowplowMapping(Mapping):
         page = self._pages.get(key)
         if page is None:
             page = self._pages[key] = _HeldPage()
-        page.plugin_views.append((interaction, _identity(event)))
+        page.plugin_views.append((interaction, _identity(event.record)))
         return []
 
     def _old_cart_event(
@@ -460,13 +471,13 @@ class SnowplowMapping(Mapping):
 
 # --- Helpers ---------------------------------------------------------------------------
 
-#: What a held interaction keeps of its source row (for the rejects file, should Miso refuse
-#: it): holding whole 131-column rows until the next checkpoint would cost hundreds of MB.
+#: What a held or batched interaction keeps of its source row (for the rejects file, should
+#: Miso refuse it): holding whole 131-column rows until the next checkpoint would cost
+#: hundreds of MB, and the batches waiting for a slow API about 30 MB.
 _IDENTITY_COLUMNS = ("event_id", "event_name", "collector_tstamp", "page_url", "tr_orderid")
 
 
-def _identity(event: SnowplowEvent) -> dict[str, t.Any]:
-    record = event.record
+def _identity(record: dict[str, t.Any]) -> dict[str, t.Any]:
     return {
         column: record[column] for column in _IDENTITY_COLUMNS if record.get(column) is not None
     }

@@ -121,3 +121,28 @@ def test_a_checkpoint_flushes_held_page_views_and_late_pings_are_counted(sandbox
     assert home["type"] == "home_page_view"
     assert "duration" not in home, "flushed by the checkpoint after its row, before its pings"
     assert "        2  page_ping: page view already sent\n" in run.stderr
+
+
+def test_an_interaction_miso_refuses_is_set_aside_with_the_columns_that_identify_its_row(
+    sandbox_factory, tmp_path,
+):
+    # Batches keep only those columns of each row (wide rows waiting for a slow API cost
+    # ~30 MB otherwise); the rejects file must still say which row it was.
+    sandbox = sandbox_factory(reject_user_ids=["u-42"])
+    rows = samples.render_tsv_shaped(samples.sample_events())
+    config = write_config(tmp_path, sandbox.url, mappings={STREAM: options(tmp_path)})
+
+    run = run_target(config, singer_lines(rows))
+
+    assert run.returncode == 0, run.stderr
+    refused = [r for r in read_rejects(tmp_path / "rejects.jsonl") if r["stage"] == "miso"]
+    assert refused, "the sample events have interactions of user u-42"
+    ids_of_user = {row["event_id"] for row in rows if row.get("user_id") == "u-42"}
+    for reject in refused:
+        assert reject["interaction"]["user_id"] == "u-42"
+        assert reject["record"]["event_id"] in ids_of_user
+        assert set(reject["record"]) <= {
+            "event_id", "event_name", "collector_tstamp", "page_url", "tr_orderid",
+        }
+    assert all(i.get("user_id") != "u-42" for i in sandbox.interactions)
+    assert sandbox.interactions, "the other visitors' interactions are delivered"
