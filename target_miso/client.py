@@ -157,6 +157,8 @@ class MisoClient:
         self.retry_initial_delay = retry_initial_delay
         self.retry_max_delay = retry_max_delay
         self.stats = ClientStats()
+        #: Set when the run has failed: requests waiting to retry give up at once.
+        self._stopping = threading.Event()
         self._limiter = RateLimiter(max_requests_per_second)
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
@@ -174,6 +176,10 @@ class MisoClient:
                 "User-Agent": _USER_AGENT,
             },
         )
+
+    def stop_retrying(self) -> None:
+        """The run failed: requests waiting for a retry give up instead of waiting it out."""
+        self._stopping.set()
 
     def close(self) -> None:
         """Close the connections."""
@@ -344,9 +350,11 @@ class MisoClient:
                 "%s %s: %s; retry %d of %d in %.1f s",
                 method, path, self.scrub(last_problem), attempt + 1, self.max_retries, delay,
             )
-            time.sleep(delay)
+            if self._stopping.wait(delay):
+                last_problem += " (not retried further: the run failed)"
+                break
         msg = self.scrub(
-            f"{method} {self.api_url}{path} failed {self.max_retries + 1} times; last: "
+            f"{method} {self.api_url}{path} failed {attempt + 1} times; last: "
             f"{last_problem}. Miso may be down or rate-limiting: the run stops here and no "
             "STATE is written past the undelivered records, so the next run resends them.",
         )

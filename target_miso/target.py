@@ -543,6 +543,7 @@ class TargetMiso(Target):
             super().listen(file_input)
         except RUN_ERRORS as error:
             self.logger.error("target-miso stopped: %s", self.client.scrub(str(error)))  # noqa: TRY400
+            self.client.stop_retrying()  # the run fails anyway: do not linger in backoffs
             self._release_delivered_checkpoints()
             self.logger.error(
                 "No STATE was written past the records that were not delivered; the next "

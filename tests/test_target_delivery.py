@@ -344,3 +344,24 @@ def _feed(process: subprocess.Popen, singer: str) -> None:
         process.stdin.close()
     except BrokenPipeError:
         pass  # the target stopped reading: that is the point of the test
+
+
+def test_a_failed_run_does_not_wait_out_the_backoffs_of_other_requests(sandbox_factory, tmp_path):
+    # Requests are in a 30-60 s backoff when too many rejects end the run: it must stop
+    # then, not once they have used up their retries.
+    sandbox = sandbox_factory(fail_all_status=503)
+    records = [interaction(i) for i in range(20)] + [
+        interaction(i, user_id=None) for i in range(20, 40)  # no identity: set aside
+    ]
+    config = write_config(
+        tmp_path, sandbox.url, batch_size_rows=10, max_rejects=2, max_retries=5,
+        retry_initial_delay=60, retry_max_delay=60,
+    )
+    started = time.monotonic()
+
+    run = run_target(config, singer_input(records), timeout=120)
+
+    assert run.returncode == 1
+    assert "max_rejects=2" in run.stderr
+    assert run.states == []
+    assert time.monotonic() - started < 25, "the backoffs were waited out"
