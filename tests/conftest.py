@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import typing as t
+from pathlib import Path
 
 import pytest
 
 from target_miso.sandbox import Sandbox
 from tests.helpers import API_KEY
+
+ROOT = Path(__file__).resolve().parent.parent
+MELTANO = str(Path(sys.executable).with_name("meltano"))
+#: The Meltano plugins the end-to-end tests run.
+PLUGINS = ("tap-postgres", "tap-snowplow-files", "target-miso")
 
 
 @pytest.fixture
@@ -30,3 +39,14 @@ def sandbox_factory() -> t.Iterator[t.Callable[..., Sandbox]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def meltano_installed(tmp_path_factory) -> None:
+    """`meltano install` of the plugins the tests run (slow the first time; then cached in .meltano)."""
+    db = tmp_path_factory.mktemp("meltano-install") / "meltano.db"
+    env = {**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{db}", "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    done = subprocess.run([MELTANO, "install", *PLUGINS], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=1200, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(f"meltano install failed:\n{done.stderr[-4000:]}")

@@ -49,10 +49,8 @@ MAPPINGS = {
 
 
 @pytest.fixture
-def shop_db() -> t.Iterator[psycopg.Connection]:
+def shop_db(meltano_installed: None) -> t.Iterator[psycopg.Connection]:  # noqa: ARG001
     """A fresh database with shop.products (10 rows) and shop.customers (3 rows)."""
-    if not TAP.exists():
-        pytest.skip("tap-postgres is not installed (meltano install extractors tap-postgres)")
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {DATABASE}")

@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MELTANO = str(Path(sys.executable).with_name("meltano"))
 DATABASE = "target_miso_e2e"
 ADMIN_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
-PLUGINS = ("tap-postgres", "tap-snowplow-files", "target-miso")
 
 pytestmark = pytest.mark.e2e
 
@@ -62,17 +61,6 @@ class Meltano:
     def state(self, state_id: str = "dev:tap-postgres-to-target-miso") -> dict | None:
         done = self("state", "get", state_id, check=False)
         return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() else None
-
-
-@pytest.fixture(scope="session")
-def meltano_installed(tmp_path_factory) -> None:
-    """`meltano install` of the plugins the tests run (slow the first time; then cached in .meltano)."""
-    db = tmp_path_factory.mktemp("meltano-install") / "meltano.db"
-    env = {**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{db}", "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    done = subprocess.run([MELTANO, "install", *PLUGINS], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=1200, check=False)  # fmt: skip
-    if done.returncode != 0:
-        pytest.fail(f"meltano install failed:\n{done.stderr[-4000:]}")
 
 
 @pytest.fixture
