@@ -105,6 +105,8 @@ class InteractionsSink(BatchSink):
         except MappingError as error:
             self._target.set_aside(self.stream_name, [str(error)], record, None, "mapping")
             return
+        if not interactions:
+            return
         kept = self.mapping.kept_source(record) or context.get("line") or record
         for interaction in interactions:
             self.add_interaction(interaction, record, kept)
