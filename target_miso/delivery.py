@@ -1,4 +1,4 @@
-"""Concurrent delivery of batches to Miso, and the barrier that STATE waits for.
+"""Concurrent delivery of batches to Miso, and what a checkpoint's STATE waits for.
 
 The sink hands over full batches and goes on reading; up to ``max_concurrent_requests``
 batches are on the wire at once, so API latency does not serialize the run. ``in_flight()``
@@ -140,12 +140,7 @@ class Delivery:
         Raises:
             BaseException: The first delivery failure, if any.
         """
-        while True:
-            with self._lock:
-                pending = set(self._pending)
-            if not pending:
-                break
-            wait(pending)
+        self.wait_idle()  # only this thread hands batches over, so one snapshot is all
         self.raise_if_failed()
 
     def raise_if_failed(self) -> None:

@@ -432,7 +432,8 @@ class TargetMiso(Target):
         sink.process_record(record, {"line": getattr(self.message_reader, "current_line", None)})
         sink.record_counter_metric.increment()
         if sink.is_full:
-            self.drain_one(sink)  # may have waited for a request: a checkpoint may be ready
+            self.drain_one(sink)
+            # Waiting checkpoints are looked at here (once per batch) and at each checkpoint.
             if self._checkpoints:
                 self._checkpoints.release_ready()
         self._handle_max_record_age()
@@ -443,15 +444,10 @@ class TargetMiso(Target):
 
     # --- Checkpoints and STATE ----------------------------------------------------------
 
-    #: Records between two looks at whether a waiting checkpoint's requests were answered.
-    _RELEASE_POLL_RECORDS = 256
-
     def _handle_max_record_age(self) -> None:
         # Called by the SDK after every RECORD: replaces its fixed 5-minute drain with
         # checkpoints every N records or T seconds, and logs progress.
         self._records_since_checkpoint += 1
-        if self._records_since_checkpoint % self._RELEASE_POLL_RECORDS == 0 and self._checkpoints:
-            self._checkpoints.release_ready()
         now = time.monotonic()
         if (
             self._records_since_checkpoint >= self._checkpoint_records

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import typing as t
-from pathlib import Path
 
 import pytest
 
 from target_miso.sandbox import Sandbox
-from tests.helpers import API_KEY
-
-ROOT = Path(__file__).resolve().parent.parent
-MELTANO = str(Path(sys.executable).with_name("meltano"))
-#: The Meltano plugins the end-to-end tests run.
-PLUGINS = ("tap-postgres", "tap-snowplow-files", "target-miso")
+from tests.helpers import API_KEY, MELTANO, PLUGINS, ROOT
 
 
 @pytest.fixture

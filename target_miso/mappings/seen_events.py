@@ -57,7 +57,9 @@ class SeenEvents:
         Returns:
             True when it was seen before (the event is a duplicate).
         """
-        if event_id in self._pending or any(event_id in ids for _, ids in self._sealed):
+        if event_id in self._pending or (
+            self._sealed and any(event_id in ids for _, ids in self._sealed)
+        ):
             return True
         if self._stored_any and self._db.execute(
             "SELECT 1 FROM seen_events WHERE event_id = ?", (event_id,)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import typing as t
 from pathlib import Path
 
@@ -14,10 +13,8 @@ import pytest
 
 from target_miso import samples
 from target_miso.sandbox import Sandbox
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, MELTANO, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-MELTANO = str(Path(sys.executable).with_name("meltano"))
 DATABASE = "target_miso_e2e"
 ADMIN_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 
