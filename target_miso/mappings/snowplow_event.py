@@ -120,7 +120,7 @@ class SnowplowEvent:
         return self._unstruct
 
     def entities(self, key: str) -> list[dict[str, t.Any]]:
-        """Every entity of one schema attached to the event (keys snake_cased).
+        """Every entity of one schema attached to the event (keys snake_cased; read-only).
 
         Args:
             key: The schema key, e.g. ``com_snowplowanalytics_snowplow_web_page``.
@@ -134,7 +134,7 @@ class SnowplowEvent:
         if found is None and self._derived_pending:
             # Enrichment output (ua_parser, YAUAA, ...) is parsed only when asked for.
             self._derived_pending = False
-            self._add_envelope(self._contexts, "derived_contexts")
+            self._add_derived()
             found = self._contexts.get(key)
         return found or []
 
@@ -161,12 +161,11 @@ class SnowplowEvent:
         return None, {}
 
     def _read_contexts(self) -> dict[str, list[dict[str, t.Any]]]:
-        found: dict[str, list[dict[str, t.Any]]] = {}
         record = self.record
         if "contexts" in record or "derived_contexts" in record:  # TSV-shaped: envelopes only
-            self._add_envelope(found, "contexts")
             self._derived_pending = record.get("derived_contexts") not in (None, "")
-            return found
+            return _envelope_entities("contexts", record.get("contexts"))
+        found: dict[str, list[dict[str, t.Any]]] = {}
         for column, value in record.items():
             if value is None or value == "" or not column.startswith("contexts_"):
                 continue
@@ -181,16 +180,40 @@ class SnowplowEvent:
             found.setdefault(wide[1], []).extend(_snake_keys(item) for item in items)
         return found
 
-    def _add_envelope(self, found: dict[str, list[dict[str, t.Any]]], column: str) -> None:
-        envelope = self.record.get(column)
-        if envelope in (None, ""):
-            return
-        outer = _parsed(column, envelope)
-        items = outer.get("data") if isinstance(outer, dict) else outer
-        if not isinstance(items, list):
-            raise MappingError(column, "is not a self-describing contexts envelope")
-        for item in items:
-            if isinstance(item, dict) and isinstance(item.get("schema"), str):
-                key = schema_key(item["schema"])
-                if key is not None:
-                    found.setdefault(key, []).append(_snake_keys(item.get("data")))
+    def _add_derived(self) -> None:
+        derived = _envelope_entities("derived_contexts", self.record.get("derived_contexts"))
+        if derived:
+            # A new dict: the one read from ``contexts`` may be shared with other events.
+            merged = dict(self._contexts or {})
+            for key, entities in derived.items():
+                merged[key] = [*merged.get(key, ()), *entities]
+            self._contexts = merged
+
+
+def _envelope_entities(column: str, envelope: object) -> dict[str, list[dict[str, t.Any]]]:
+    """The entities of a contexts envelope, by schema key (read-only: may be shared)."""
+    if envelope is None or envelope == "":
+        return {}
+    if isinstance(envelope, str):
+        return _envelope_text_entities(column, envelope)
+    return _read_envelope(column, envelope)
+
+
+# A page view's pings repeat its ``contexts`` text verbatim: they are parsed once.
+@functools.lru_cache(maxsize=256)
+def _envelope_text_entities(column: str, text: str) -> dict[str, list[dict[str, t.Any]]]:
+    return _read_envelope(column, text)
+
+
+def _read_envelope(column: str, envelope: object) -> dict[str, list[dict[str, t.Any]]]:
+    outer = _parsed(column, envelope)
+    items = outer.get("data") if isinstance(outer, dict) else outer
+    if not isinstance(items, list):
+        raise MappingError(column, "is not a self-describing contexts envelope")
+    found: dict[str, list[dict[str, t.Any]]] = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("schema"), str):
+            key = schema_key(item["schema"])
+            if key is not None:
+                found.setdefault(key, []).append(_snake_keys(item.get("data")))
+    return found
