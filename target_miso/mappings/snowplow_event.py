@@ -42,7 +42,17 @@ def snake(key: str) -> str:
 def _snake_keys(data: object) -> dict[str, t.Any]:
     if not isinstance(data, dict):
         return {}
-    return {snake(key): value for key, value in data.items()}
+    snaked = _snake_all(tuple(data))
+    # Entities of one schema share their keys: one cached answer per key set, and no copy
+    # when they are snake_cased already (entities are read-only).
+    return data if snaked is None else dict(zip(snaked, data.values()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _snake_all(keys: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The keys snake_cased, or None when they are already."""
+    snaked = tuple(snake(key) for key in keys)
+    return None if snaked == keys else snaked
 
 
 @functools.lru_cache(maxsize=1024)
@@ -164,7 +174,10 @@ class SnowplowEvent:
         record = self.record
         if "contexts" in record or "derived_contexts" in record:  # TSV-shaped: envelopes only
             self._derived_pending = record.get("derived_contexts") not in (None, "")
-            return _envelope_entities("contexts", record.get("contexts"))
+            text = record.get("contexts")
+            if type(text) is str:
+                return _contexts_of_text(text)
+            return _read_envelope("contexts", text)
         found: dict[str, list[dict[str, t.Any]]] = {}
         for column, value in record.items():
             if value is None or value == "" or not column.startswith("contexts_"):
@@ -181,7 +194,7 @@ class SnowplowEvent:
         return found
 
     def _add_derived(self) -> None:
-        derived = _envelope_entities("derived_contexts", self.record.get("derived_contexts"))
+        derived = _read_envelope("derived_contexts", self.record.get("derived_contexts"))
         if derived:
             # A new dict: the one read from ``contexts`` may be shared with other events.
             merged = dict(self._contexts or {})
@@ -190,22 +203,10 @@ class SnowplowEvent:
             self._contexts = merged
 
 
-def _envelope_entities(column: str, envelope: object) -> dict[str, list[dict[str, t.Any]]]:
-    """The entities of a contexts envelope, by schema key (read-only: may be shared)."""
+def _read_envelope(column: str, envelope: object) -> dict[str, list[dict[str, t.Any]]]:
+    """The entities of a contexts envelope, by schema key."""
     if envelope is None or envelope == "":
         return {}
-    if isinstance(envelope, str):
-        return _envelope_text_entities(column, envelope)
-    return _read_envelope(column, envelope)
-
-
-# A page view's pings repeat its ``contexts`` text verbatim: they are parsed once.
-@functools.lru_cache(maxsize=256)
-def _envelope_text_entities(column: str, text: str) -> dict[str, list[dict[str, t.Any]]]:
-    return _read_envelope(column, text)
-
-
-def _read_envelope(column: str, envelope: object) -> dict[str, list[dict[str, t.Any]]]:
     outer = _parsed(column, envelope)
     items = outer.get("data") if isinstance(outer, dict) else outer
     if not isinstance(items, list):
@@ -217,3 +218,8 @@ def _read_envelope(column: str, envelope: object) -> dict[str, list[dict[str, t.
             if key is not None:
                 found.setdefault(key, []).append(_snake_keys(item.get("data")))
     return found
+
+
+# A page view's pings repeat its ``contexts`` text verbatim: it is parsed once. The answer
+# is shared between those events, so nothing may change it (entities are read-only).
+_contexts_of_text = functools.lru_cache(maxsize=256)(functools.partial(_read_envelope, "contexts"))
