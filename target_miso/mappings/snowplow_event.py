@@ -31,7 +31,6 @@ _WIDE = re.compile(r"^(contexts|unstruct_event)_(.+?)_\d+(?:_\d+_\d+)?$")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
-@functools.lru_cache(maxsize=4096)
 def snake(key: str) -> str:
     """``totalResults`` -> ``total_results``; snake_case keys are returned unchanged."""
     if key.islower():
@@ -48,7 +47,7 @@ def _snake_keys(data: object) -> dict[str, t.Any]:
     return data if snaked is None else dict(zip(snaked, data.values()))
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)  # the only cache: a key set, not each key, is looked up
 def _snake_all(keys: tuple[str, ...]) -> tuple[str, ...] | None:
     """The keys snake_cased, or None when they are already."""
     snaked = tuple(snake(key) for key in keys)

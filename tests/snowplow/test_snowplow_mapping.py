@@ -8,7 +8,8 @@ import pytest
 
 from target_miso import samples
 from target_miso.mappings import MappingConfigError, MappingError, build_mapping
-from target_miso.mappings.snowplow import truncated_ip
+from target_miso.mappings.snowplow import WEB_PAGE, truncated_ip
+from target_miso.mappings.snowplow_common import CLIENT_SESSION
 from target_miso.mappings.snowplow_event import SnowplowEvent
 from tests.helpers import read_rejects, run_target, write_config
 from tests.snowplow.test_layouts import STREAM, singer_lines
@@ -93,7 +94,6 @@ def test_json_columns_may_come_parsed_or_as_text():
 
 def test_events_sharing_a_contexts_text_keep_their_own_derived_entities():
     """Parsed contexts are shared between events with the same text (pings repeat it)."""
-    session = "com_snowplowanalytics_snowplow_client_session"
     first, second = rows(
         samples._ping(1, 0, "/", "pv-1"),
         samples._ping(2, 1, "/", "pv-1"),
@@ -103,10 +103,10 @@ def test_events_sharing_a_contexts_text_keep_their_own_derived_entities():
         "schema": samples._CONTEXTS,
         "data": [{"schema": samples.CLIENT_SESSION, "data": {"userId": "from-derived"}}],
     })  # fmt: skip
-    assert SnowplowEvent(first).entity(session) == {"user_id": "from-derived"}
-    assert SnowplowEvent(first).entity("com_snowplowanalytics_snowplow_web_page") == {"id": "pv-1"}
-    assert SnowplowEvent(second).entity(session) == {}, "not left behind by the first event"
-    assert SnowplowEvent(second).entity("com_snowplowanalytics_snowplow_web_page") == {"id": "pv-1"}
+    assert SnowplowEvent(first).entity(CLIENT_SESSION) == {"user_id": "from-derived"}
+    assert SnowplowEvent(first).entity(WEB_PAGE) == {"id": "pv-1"}
+    assert SnowplowEvent(second).entity(CLIENT_SESSION) == {}, "not left behind by the first event"
+    assert SnowplowEvent(second).entity(WEB_PAGE) == {"id": "pv-1"}
 
 
 def test_pings_become_the_duration_of_their_page_view_at_flush():
