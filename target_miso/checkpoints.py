@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import typing as t
+from concurrent.futures import wait
 
 if t.TYPE_CHECKING:
     from concurrent.futures import Future
@@ -30,6 +31,8 @@ class Checkpoint:
     requests: frozenset[Future[None]]
     #: What each mapping's ``seal()`` returned, for its ``commit``.
     tokens: tuple[tuple[Mapping, object], ...]
+    #: Records read when it was taken (its STATE covers them).
+    records_read: int = 0
 
     def delivered(self) -> bool:
         """Every request it waits for was delivered (refused records set aside included)."""
@@ -73,6 +76,19 @@ class CheckpointQueue:
         """
         while self._queue and self._queue[0].delivered():
             self._release(self._queue.popleft())
+
+    def wait_for_oldest(self) -> None:
+        """Wait until the oldest checkpoint's requests are answered, then release what is ready.
+
+        Raises:
+            BaseException: The failure of one of its requests; it is never released then.
+        """
+        oldest = self._queue[0]
+        wait(oldest.requests)
+        for request in oldest.requests:
+            if not request.cancelled() and request.exception() is not None:
+                raise t.cast("BaseException", request.exception())
+        self.release_ready()
 
     def discard(self) -> None:
         """Forget every waiting checkpoint (a later one, written after a full wait, covers them)."""

@@ -89,13 +89,26 @@ class Delivery:
         self._client = client
         self._rejects = rejects
         self._pool = ThreadPoolExecutor(max(max_concurrent, 1), thread_name_prefix="miso-post")
-        # Bounds the batches held in memory (each keeps its source records for the rejects
-        # file): one on the wire per worker, and two waiting to absorb a checkpoint's burst.
-        self._slots = threading.BoundedSemaphore(max(max_concurrent, 1) + 2)
+        self._slots = threading.BoundedSemaphore(self.batches_held(max_concurrent))
         self._lock = threading.Lock()
         self._pending: set[Future[None]] = set()
         self._failure: BaseException | None = None
         self.accepted: collections.Counter[str] = collections.Counter()
+
+    @staticmethod
+    def batches_held(max_concurrent: int) -> int:
+        """How many batches delivery holds at most (handed over and not yet answered).
+
+        Each keeps its source records for the rejects file: one on the wire per worker, and
+        two waiting to absorb a checkpoint's burst.
+
+        Args:
+            max_concurrent: Requests on the wire at once.
+
+        Returns:
+            The bound.
+        """
+        return max(max_concurrent, 1) + 2
 
     def submit(self, batch: Batch) -> None:
         """Hand a batch over; blocks while the pool is saturated.

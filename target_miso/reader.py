@@ -18,6 +18,10 @@ from singer_sdk.singerlib.encoding.base import GenericSingerReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 
+class _StopReading(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by ``request_stop`` inside a blocked read, caught by the read loop."""
+
+
 class OrjsonSingerReader(GenericSingerReader[t.Union[str, bytes]]):
     """Reads Singer messages, one JSON object per line, from stdin's bytes or any text file."""
 
@@ -28,6 +32,11 @@ class OrjsonSingerReader(GenericSingerReader[t.Union[str, bytes]]):
         #: The line being processed: sinks keep it, not the parsed record, as the source of
         #: each interaction in a batch (a third of the memory on wide rows).
         self.current_line: str | bytes | None = None
+        #: A stop was asked for (SIGTERM/SIGINT): no further line is processed.
+        self.stop_requested = False
+        #: The input was left before its end because of that request.
+        self.stopped_early = False
+        self._waiting_for_input = False
 
     @property
     def default_input(self) -> t.IO[bytes]:
@@ -56,16 +65,41 @@ class OrjsonSingerReader(GenericSingerReader[t.Union[str, bytes]]):
         """
         counts: collections.Counter[str] = collections.Counter()
         unknown = self._process_unknown_message
-        for line in file_input or self.default_input:
-            self.current_line = line
-            message = self.deserialize_json(line)
-            message_type = message.get("type")
-            if message_type is None:
-                msg = f"Input line {self._line_number} has no 'type'"
-                raise InvalidInputLine(msg)
-            callbacks.get(message_type, unknown)(message)
-            counts[message_type] += 1
+        lines = iter(file_input or self.default_input)
+        try:
+            while not self.stop_requested:
+                # Only while blocked here may a stop request interrupt (``request_stop``).
+                self._waiting_for_input = True
+                line = next(lines, None)
+                self._waiting_for_input = False
+                if line is None:
+                    self.stopped_early = False
+                    return counts
+                self.current_line = line
+                message = self.deserialize_json(line)
+                message_type = message.get("type")
+                if message_type is None:
+                    msg = f"Input line {self._line_number} has no 'type'"
+                    raise InvalidInputLine(msg)
+                callbacks.get(message_type, unknown)(message)
+                counts[message_type] += 1
+        except _StopReading:
+            pass  # the line being read, if any, was not processed: no STATE covers it
+        finally:
+            self._waiting_for_input = False
+        self.stopped_early = True
         return counts
+
+    def request_stop(self) -> None:
+        """Stop after the message being processed; called from a signal handler.
+
+        Raises:
+            _StopReading: When the reader is blocked waiting for input (a tap that is
+                still querying): the read is abandoned, no message was half processed.
+        """
+        self.stop_requested = True
+        if self._waiting_for_input:
+            raise _StopReading
 
     def deserialize_json(self, line: str | bytes) -> dict:
         """Parse one line.

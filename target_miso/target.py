@@ -15,6 +15,7 @@ import decimal
 import gc
 import json
 import sys
+import threading
 import time
 import typing as t
 from functools import cached_property
@@ -30,6 +31,7 @@ from target_miso.catalog_sync import CATALOG_SETTINGS, Catalogs, CatalogSink
 from target_miso.checkpoints import Checkpoint, CheckpointQueue
 from target_miso.client import MisoAPIError, MisoClient
 from target_miso.delivery import Delivery
+from target_miso.graceful_stop import GracefulStop
 from target_miso.mappings import MappingConfigError, build_mapping, check_mappings
 from target_miso.reader import OrjsonSingerReader
 from target_miso.rejects import RejectsFile, TooManyRejectsError
@@ -40,6 +42,7 @@ if t.TYPE_CHECKING:
     from types import FrameType
 
     from target_miso.mappings import Mapping
+    from target_miso.reader import OrjsonSingerReader
 
 #: Failures that end the run with a clear message instead of a traceback.
 RUN_ERRORS = (MisoAPIError, TooManyRejectsError, MappingConfigError, CatalogError)
@@ -213,6 +216,16 @@ class TargetMiso(Target):
             "ping sequences at checkpoint boundaries.",
         ),
         th.Property(
+            "stop_grace_seconds",
+            th.NumberType(nullable=False),
+            default=25,
+            title="Stop grace period",
+            description="After SIGTERM or SIGINT the target stops reading and delivers what "
+            "it read, then writes the STATE that covers it and exits 128+signal. If that takes "
+            "longer than this many seconds (an outage), or a second signal arrives, it exits "
+            "at once without further STATE. The default fits Kubernetes' 30 s grace period.",
+        ),
+        th.Property(
             "progress_log_seconds",
             th.NumberType(nullable=False),
             default=30,
@@ -294,6 +307,19 @@ class TargetMiso(Target):
         self._progress_seconds = float(config["progress_log_seconds"])
         self._records_since_checkpoint = 0
         self._checkpoints = CheckpointQueue(self._release_checkpoint)
+        # Back-pressure: records read past the last STATE written never exceed a checkpoint
+        # interval plus the batches delivery holds, so a kill -9 resends at most that many
+        # records even while one request is stuck in its retries.
+        self.replay_bound = self._checkpoint_records + int(config["batch_size_rows"]) * (
+            Delivery.batches_held(int(config["max_concurrent_requests"]))
+        )
+        #: ``tally.records_in`` when the last STATE was released.
+        self._records_at_last_state = 0
+        #: Held while a STATE line is written, so that a forced stop never cuts one in half.
+        self._output_lock = threading.Lock()
+        self._stop = GracefulStop(
+            float(config["stop_grace_seconds"]), self._output_lock, self._interrupt_read,
+        )
         #: The STATE the SDK hands over while a checkpoint drains the sinks.
         self._state_at_checkpoint: dict | None = None
         self._next_checkpoint_at = time.monotonic() + self._checkpoint_seconds
@@ -317,6 +343,7 @@ class TargetMiso(Target):
             "request_timeout": 0.001,
             "state_checkpoint_records": 1,
             "state_checkpoint_seconds": 0.001,
+            "stop_grace_seconds": 0,
         }
         problems += [
             f"{name}: must be at least {low}"
@@ -454,6 +481,8 @@ class TargetMiso(Target):
             or now >= self._next_checkpoint_at
         ):
             self.checkpoint()
+        if self.tally.records_in - self._records_at_last_state > self.replay_bound:
+            self._wait_for_oldest_checkpoint()
         if now >= self._next_progress_at:
             self._log_progress()
             self._next_progress_at = now + self._progress_seconds
@@ -477,6 +506,7 @@ class TargetMiso(Target):
         if is_endofpipe or self.catalogs.streams:
             self._settle()
             self._checkpoints.discard()  # the STATE just written covers them
+            self._records_at_last_state = self.tally.records_in
             if self._state_at_checkpoint is not None:
                 self._write_state(self._state_at_checkpoint)
         else:
@@ -485,6 +515,7 @@ class TargetMiso(Target):
                     state=self._state_at_checkpoint,
                     requests=self.delivery.in_flight(),
                     tokens=tuple((m, m.seal()) for m in self._mappings.values()),
+                    records_read=self.tally.records_in,
                 ),
             )
         self._records_since_checkpoint = 0
@@ -503,8 +534,17 @@ class TargetMiso(Target):
         self.rejects.sync()
         for mapping, token in checkpoint.tokens:
             mapping.commit(token)
+        self._records_at_last_state = checkpoint.records_read
         if checkpoint.state is not None:
             self._write_state(checkpoint.state)
+
+    def _wait_for_oldest_checkpoint(self) -> None:
+        # Reading has run too far ahead of the last STATE (a request stuck in retries):
+        # wait for the oldest checkpoint's requests before reading on.
+        if not self._checkpoints:
+            return
+        self._checkpoints.wait_for_oldest()
+        self.delivery.raise_if_failed()
 
     def _write_state_message(self, state: dict) -> None:
         """Take the latest STATE at a checkpoint; ``checkpoint`` decides when it is written.
@@ -514,14 +554,21 @@ class TargetMiso(Target):
         """
         self._state_at_checkpoint = state
 
-    @staticmethod
-    def _write_state(state: dict) -> None:
-        sys.stdout.write(json.dumps(state, default=_state_default) + "\n")
-        sys.stdout.flush()
+    def _write_state(self, state: dict) -> None:
+        line = json.dumps(state, default=_state_default) + "\n"
+        with self._output_lock:
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
     def process_endofpipe(self) -> None:
-        """Deliver the rest, write the final STATE and the run summary."""
+        """Deliver the rest, write the final STATE and the run summary.
+
+        Also the end of a run stopped by SIGTERM/SIGINT: the reader left the input early,
+        and what it read is delivered the same way.
+        """
         try:
+            if self._stopped_early:
+                self.catalogs.terminating = True  # a read cut short must not delete anything
             self.catalogs.finish()  # deletes after full-table reads, before the final STATE
             self.checkpoint(is_endofpipe=True)
         finally:
@@ -535,6 +582,7 @@ class TargetMiso(Target):
             file_input: Where to read Singer messages (stdin by default).
         """
         _tune_garbage_collector()
+        self._stop.install()
         try:
             super().listen(file_input)
         except RUN_ERRORS as error:
@@ -546,6 +594,15 @@ class TargetMiso(Target):
                 "run starts from the last STATE written and resends them.",
             )
             sys.exit(1)
+        finally:
+            self._stop.uninstall()
+        if self._stopped_early:
+            self.logger.warning(
+                "Stopped by signal %d before the end of the input: what was read was "
+                "delivered and its STATE written; the next run goes on from there.",
+                self._stop.signum,
+            )
+            sys.exit(self._stop.exit_code)
 
     def _release_delivered_checkpoints(self) -> None:
         # The run failed: checkpoints whose own requests were all delivered still get their
@@ -555,17 +612,23 @@ class TargetMiso(Target):
             self.delivery.wait_idle()
             self._checkpoints.release_ready()
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
-        # SIGTERM/SIGINT: deliver what was read and write its STATE, then exit with the
-        # conventional 128+signal so the orchestrator knows the run did not finish.
-        self.logger.warning("Received signal %d: delivering what was read, then stopping", signum)
-        code = 128 + signum
-        self.catalogs.terminating = True  # a read cut short must not delete anything
-        try:
-            self.process_endofpipe()
-        except RUN_ERRORS as error:
-            self.logger.error("target-miso stopped: %s", self.client.scrub(str(error)))  # noqa: TRY400
-        sys.exit(code)
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        # SIGTERM/SIGINT (graceful_stop.py): the handler only records the request; the read
+        # loop then ends and the run is finished the ordinary way, then exits 128+signal.
+        stop = getattr(self, "_stop", None)
+        if stop is None:  # still starting up: nothing was read, nothing to deliver
+            raise SystemExit(128 + signum)
+        stop.handle(signum, frame)
+
+    def _interrupt_read(self) -> None:
+        reader = t.cast("OrjsonSingerReader | None", getattr(self, "message_reader", None))
+        if reader is not None:
+            reader.request_stop()
+
+    @property
+    def _stopped_early(self) -> bool:
+        reader = getattr(self, "message_reader", None)
+        return bool(getattr(reader, "stopped_early", False))
 
     def _close(self) -> None:
         self.delivery.close()
