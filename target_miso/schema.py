@@ -257,13 +257,8 @@ class InteractionValidator:
         self._future_bound = self._next_bound()
         return timestamp > self._future_bound
 
-    def _future_reasons(self, record: dict[str, t.Any]) -> list[str]:
-        timestamp = record.get("timestamp")
-        if (
-            type(timestamp) is not str
-            or (timestamp <= self._future_bound and timestamp[-1:] == "Z")
-            or not self._too_far_ahead(timestamp)
-        ):
+    def _future_reasons(self, timestamp: str) -> list[str]:
+        if not self._too_far_ahead(timestamp):
             return []
         return [
             f"timestamp: more than {self.max_future_seconds:g} s in the future (later than "
@@ -289,8 +284,11 @@ class InteractionValidator:
             reasons = _count_mismatch(record)
         else:
             reasons = _count_mismatch(record) + self._explain(record)
-        if self._future_bound:
-            reasons += self._future_reasons(record)
+        bound = self._future_bound
+        if bound:
+            timestamp = record.get("timestamp")
+            if type(timestamp) is str and (timestamp > bound or timestamp[-1:] != "Z"):
+                reasons += self._future_reasons(timestamp)
         return reasons
 
     def is_valid(self, record: dict[str, t.Any]) -> bool:
