@@ -60,6 +60,14 @@ class CatalogHashes:
         )
         self._environment = environment
 
+    def check(self) -> None:
+        """Read the table once, so that a damaged file fails at start-up, not mid-run.
+
+        Raises:
+            sqlite3.DatabaseError: If the file is not a readable SQLite database.
+        """
+        self._db.execute("SELECT 1 FROM catalog_hashes LIMIT 1").fetchone()
+
     def get(self, kind: str, record_id: str) -> str | None:
         """Return the hash Miso last accepted for a record.
 

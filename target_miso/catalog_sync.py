@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import sqlite3
 import threading
 import time
 import typing as t
@@ -262,6 +263,29 @@ class Catalogs:
         self._store_path = config.get("catalog_store", DEFAULT_CATALOG_STORE)
         self._environment = environment_key(config["api_url"], config["api_key"])
         self._hashes: CatalogHashes | None = None
+        if self._store_path is not None and self._configured(config.get("mappings")):
+            self._open_store()
+
+    @staticmethod
+    def _configured(mappings: object) -> bool:
+        # Any catalog stream in the settings (check_mappings has checked each kind).
+        return isinstance(mappings, dict) and any(
+            isinstance(options, dict) and options.get("kind", "interactions") != "interactions"
+            for options in mappings.values()
+        )
+
+    def _open_store(self) -> None:
+        # Opened at start-up, as the Snowplow dedupe_store is: a corrupt or unwritable file
+        # stops the run before any record is read, naming the setting.
+        try:
+            self._hashes = CatalogHashes(self._store_path, self._environment)
+            self._hashes.check()
+        except (OSError, sqlite3.Error) as error:
+            if self._hashes is not None:
+                self._hashes.close()
+                self._hashes = None
+            problem = f"catalog_store: cannot open {str(self._store_path)!r}: {error}"
+            raise ConfigValidationError("Invalid target-miso settings", errors=[problem]) from None
 
     @property
     def hashes(self) -> CatalogHashes:

@@ -194,7 +194,10 @@ class MisoClient:
         Returns:
             The message with every occurrence of the key replaced by ``***``.
         """
-        return text.replace(self._api_key, "***") if self._api_key else text
+        if not self._api_key:
+            return text
+        # Also the key as quoted by repr() (requests' messages quote header values).
+        return text.replace(self._api_key, "***").replace(repr(self._api_key)[1:-1], "***")
 
     def upload_interactions(self, records: list[bytes]) -> UploadResult:
         """POST encoded interaction records as one ``{"data": [...]}`` request.
@@ -312,7 +315,8 @@ class MisoClient:
 
         Raises:
             MisoAuthError: On 401 or 403.
-            MisoRequestError: On another 4xx.
+            MisoRequestError: On another 4xx, or when requests cannot send the request at
+                all (an invalid header or URL).
             MisoUnavailableError: When retries are exhausted.
         """
         url = f"{self.api_url}{path}"
@@ -327,9 +331,18 @@ class MisoClient:
                 )
             except requests.Timeout:
                 outcome, last_problem = "timeout", f"no answer within {self.timeout:g} s"
-            except requests.ConnectionError as error:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
                 outcome = "connection error"
                 last_problem = f"connection failed ({_cause(error)})"
+            except requests.RequestException as error:
+                # InvalidHeader, InvalidURL, MissingSchema...: the request cannot be sent, and
+                # requests' text may quote the header (the key) or the URL: scrub it.
+                self.stats.count("not sent", retry=False)
+                text = (
+                    f"{method} {self.api_url}{path}: the request could not be sent "
+                    f"({type(error).__name__}: {error}); check api_url and api_key"
+                )
+                raise MisoRequestError(self.scrub(text)) from None
             else:
                 status = answer.status_code
                 if status < 300 or status == 422:  # noqa: PLR2004
@@ -337,7 +350,7 @@ class MisoClient:
                     return answer
                 if status not in _RETRIABLE_STATUSES:
                     self.stats.count(str(status), retry=False)
-                    raise self._fatal(answer, path)
+                    raise self._fatal(answer, path, len(body or b""))
                 outcome = str(status)
                 last_problem = f"HTTP {status} {_message(answer)}"
                 retry_after = _retry_after_seconds(answer.headers.get("Retry-After"))
@@ -369,9 +382,16 @@ class MisoClient:
             delay = max(delay, retry_after)
         return delay
 
-    def _fatal(self, answer: requests.Response, path: str) -> MisoAPIError:
+    def _fatal(self, answer: requests.Response, path: str, body_bytes: int = 0) -> MisoAPIError:
         status = answer.status_code
         said = _message(answer)
+        if status == 413:  # noqa: PLR2004
+            text = (
+                f"Miso refused a {body_bytes:,}-byte request to {path} as too large (HTTP 413 "
+                f"{said}): set max_request_bytes below that, e.g. max_request_bytes: "
+                f"{max(body_bytes // 2, 1024)}"
+            )
+            return MisoRequestError(self.scrub(text), status=status)
         if status == 401:  # noqa: PLR2004
             text = (
                 f"Miso refused the API key (HTTP 401 {said}): set api_key to the *secret* key "
@@ -462,7 +482,7 @@ def _message(answer: requests.Response) -> str:
     return repr(str(body)[:200])
 
 
-def _cause(error: requests.ConnectionError) -> str:
+def _cause(error: requests.RequestException) -> str:
     # requests nests the real cause; its class name says enough ("RemoteDisconnected").
     cause: BaseException | None = error
     while cause is not None and cause.__context__ is not None and cause.__context__ is not cause:

@@ -21,6 +21,13 @@ _CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 # "2024-05-01 10:00:00.123456" (or with T, fewer digits, none): naive, so taken as UTC.
 _NAIVE = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?\Z")
 _NUMBER_FIELDS = frozenset({"duration", "revenue", "rating"})
+#: Fields that hold a list: one value becomes a one-item list (as in every preset).
+LIST_FIELDS = frozenset({"product_ids", "product_group_ids", "category", "quantities"})
+#: Text fields whose value may come as a number (ids): ``12345`` becomes ``"12345"``.
+ID_FIELDS = frozenset(
+    {"user_id", "anonymous_id", "miso_id", "custom_action_name", "question_id", "result_type"}
+    | {"value"},
+)
 #: Fields whose text is sent as it is (others parse JSON text, or read numbers or times).
 _TEXT_FIELDS = frozenset(ALL_FIELDS) - set(STRUCTURED_FIELDS) - _NUMBER_FIELDS - {"timestamp"}
 
@@ -192,7 +199,10 @@ def normalize_field(field: str, value: object) -> object:
 def normalize_interaction(
     record: t.Mapping[str, object], fields: t.Container[str] | None = None,
 ) -> tuple[dict[str, object], list[str]]:
-    """Normalize every field of an interaction-shaped record.
+    """Normalize every field of an interaction-shaped record (the passthrough preset).
+
+    As in every preset, list fields given one value become one-item lists and ids given as
+    numbers become text.
 
     Args:
         record: Field name to raw value.
@@ -208,6 +218,10 @@ def normalize_interaction(
         if value is None or (fields is not None and field not in fields):
             continue
         try:
+            if field in LIST_FIELDS:
+                value = as_list(field, value)  # noqa: PLW2901 - the field's coerced value
+            elif field in ID_FIELDS:
+                value = as_id_text(value)  # noqa: PLW2901
             normalized = normalize_field(field, value)
         except ValueError as error:
             problems.append(f"{field}: {error}")
@@ -216,6 +230,46 @@ def normalize_interaction(
         if normalized is not None:
             out[field] = normalized
     return out, problems
+
+
+def as_id_text(value: object) -> object:
+    """Ids and names read as numbers (``123``, ``Decimal('123')``) become ``"123"``.
+
+    Args:
+        value: An id or name as the source gave it.
+
+    Returns:
+        The text of a number; any other value unchanged.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float, decimal.Decimal)):
+        return str(to_number(value))
+    return value
+
+
+def as_list(field: str, value: object) -> object:
+    """Give a list field its list: one value becomes a one-item list, ids become text.
+
+    Args:
+        field: ``product_ids``, ``product_group_ids``, ``category`` or ``quantities``.
+        value: One value, a list, or a JSON array as text.
+
+    Returns:
+        The list (items of id fields as text, nulls and empties left out).
+
+    Raises:
+        ValueError: If text that starts like a JSON array is not valid JSON.
+    """
+    if isinstance(value, str):
+        stripped = value.lstrip()
+        # A JSON array as text (Segment, Snowflake, Redshift); any other text is one value.
+        value = parse_json_text(value) if stripped.startswith("[") else [value]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    if field == "quantities":
+        return list(value)
+    return [as_id_text(item) for item in value if item is not None and item != ""]
 
 
 def _numbers(value: object) -> object:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import decimal
+import errno
 import json
 import logging
 import os
@@ -49,11 +50,46 @@ def reason_key(reason: str) -> str:
     return reason.partition(":")[0].strip() or "unknown"
 
 
+def check_rejects_path(path: str | os.PathLike[str]) -> str | None:
+    """Tell at start-up why records could not be set aside at ``path``, without writing.
+
+    An existing file is opened for appending (and closed); for a new one, the nearest
+    existing parent must be a directory the process may write to (``access(2)``), so no
+    empty file or directory is left behind by the check.
+
+    Args:
+        path: The ``rejects_path`` setting.
+
+    Returns:
+        The problem, naming the setting, the path and the OS's reason; None when it is usable.
+    """
+    target = Path(path)
+    problem: str | None = None
+    try:
+        if target.is_dir():
+            problem = os.strerror(errno.EISDIR)
+        elif target.exists():
+            os.close(os.open(target, os.O_WRONLY | os.O_APPEND))
+        else:
+            parent = target.absolute().parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if not parent.is_dir():
+                problem = f"{os.strerror(errno.ENOTDIR)}: {parent} is a file"
+            elif not os.access(parent, os.W_OK | os.X_OK):
+                problem = f"{os.strerror(errno.EACCES)} in {parent}"
+    except OSError as error:
+        problem = error.strerror or str(error)
+    if problem is None:
+        return None
+    return f"rejects_path: cannot write the rejects file {str(path)!r} ({problem})"
+
+
 class RejectsFile:
     """Append-only JSON Lines file of set-aside records; safe to use from several threads."""
 
     def __init__(self, path: str | os.PathLike[str], max_rejects: int | None) -> None:
-        """Prepare the file; it is only created when the first record is set aside.
+        """Prepare the file; it is only created (mode 0600) when the first record is set aside.
 
         Args:
             path: Where to write.
@@ -100,8 +136,7 @@ class RejectsFile:
         line = json.dumps(entry, default=_json_default, ensure_ascii=False) + "\n"
         with self._lock:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
+                self._file = self._open()
             self._file.write(line)
             self.count += 1
             for reason in reasons[:1]:
@@ -124,6 +159,19 @@ class RejectsFile:
                     "(a wrong mapping is the usual cause)"
                 )
                 raise TooManyRejectsError(msg)
+
+    def _open(self) -> t.IO[str]:
+        # The records hold personal data: a new file is readable by its owner only (0600).
+        # Line buffered, so each reject reaches the OS as it is written and a record logged
+        # as set aside is in the file whatever ends the process later (sync() adds the
+        # fsync before each STATE).
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+        except OSError as error:
+            msg = f"rejects_path: cannot write to {self.path}: {error.strerror or error}"
+            raise OSError(msg) from None
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
     def sync(self) -> None:
         """Make everything written so far durable (called before each STATE)."""

@@ -7,6 +7,7 @@ checks can never disagree about which field belongs to which type.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 import typing as t
@@ -223,6 +224,47 @@ class InteractionValidator:
     jsonschema for the (slower) detailed errors when a record is invalid.
     """
 
+    def __init__(self, max_future_seconds: float | None = None) -> None:
+        """Set the future limit of timestamps.
+
+        Args:
+            max_future_seconds: A ``timestamp`` more than this many seconds ahead of the
+                clock is refused (the ``max_future_timestamp_seconds`` setting); None: no limit.
+        """
+        self.max_future_seconds = max_future_seconds
+        #: The latest timestamp allowed, in the normalized form (``...sssZ``): normalized
+        #: timestamps compare as strings, so the hot path parses nothing. Moved forward
+        #: (with the clock) only when a timestamp passes it.
+        self._future_bound = "" if max_future_seconds is None else self._next_bound()
+
+    def _next_bound(self) -> str:
+        ahead = dt.timedelta(seconds=self.max_future_seconds or 0)
+        moment = dt.datetime.now(dt.timezone.utc) + ahead
+        return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+    def _too_far_ahead(self, timestamp: str) -> bool:
+        # Called only for a timestamp past the bound, or one not in the normalized form.
+        if timestamp[-1:] != "Z" or len(timestamp) != len(self._future_bound):
+            try:
+                moment = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+            except ValueError:
+                return False  # the pattern check reports it
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+            moment = moment.astimezone(dt.timezone.utc)
+            timestamp = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+        if timestamp <= self._future_bound:
+            return False
+        self._future_bound = self._next_bound()
+        return timestamp > self._future_bound
+
+    def _future_reasons(self, timestamp: str) -> list[str]:
+        if not self._too_far_ahead(timestamp):
+            return []
+        return [
+            f"timestamp: more than {self.max_future_seconds:g} s in the future (later than "
+            f"{self._future_bound}); max_future_timestamp_seconds sets the limit (null: none)",
+        ]
+
     @functools.cached_property
     def _is_valid(self) -> t.Callable[[t.Any], bool]:
         # Built on first use: compiling it cost 0.2 s of every run's start-up, and the hot
@@ -239,8 +281,15 @@ class InteractionValidator:
             One short sentence per problem, each naming the field.
         """
         if is_valid_interaction(record):
-            return _count_mismatch(record)
-        return _count_mismatch(record) + self._explain(record)
+            reasons = _count_mismatch(record)
+        else:
+            reasons = _count_mismatch(record) + self._explain(record)
+        bound = self._future_bound
+        if bound:
+            timestamp = record.get("timestamp")
+            if type(timestamp) is str and (timestamp > bound or timestamp[-1:] != "Z"):
+                reasons += self._future_reasons(timestamp)
+        return reasons
 
     def is_valid(self, record: dict[str, t.Any]) -> bool:
         """Ask jsonschema itself: the slow, authoritative answer (used by tests and the sandbox).

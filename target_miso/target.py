@@ -14,13 +14,16 @@ import dataclasses
 import decimal
 import gc
 import json
+import re
 import sys
 import threading
 import time
 import typing as t
 from functools import cached_property
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
 from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
@@ -34,7 +37,7 @@ from target_miso.delivery import Delivery
 from target_miso.graceful_stop import GracefulStop
 from target_miso.mappings import MappingConfigError, build_mapping, check_mappings
 from target_miso.reader import OrjsonSingerReader
-from target_miso.rejects import RejectsFile, TooManyRejectsError
+from target_miso.rejects import RejectsFile, TooManyRejectsError, check_rejects_path
 from target_miso.schema import InteractionValidator
 from target_miso.sinks import InteractionsSink
 
@@ -43,6 +46,11 @@ if t.TYPE_CHECKING:
 
     from target_miso.mappings import Mapping
     from target_miso.reader import OrjsonSingerReader
+
+#: Path segments that show api_url is an endpoint rather than the API root.
+_API_PATHS = frozenset({"v1", "interactions", "products", "users"})
+#: What an API key may hold: visible ASCII (an HTTP header value), no spaces.
+_KEY_TEXT = re.compile(r"[\x21-\x7e]+")
 
 #: Failures that end the run with a clear message instead of a traceback.
 RUN_ERRORS = (MisoAPIError, TooManyRejectsError, MappingConfigError, CatalogError)
@@ -98,8 +106,8 @@ class TargetMiso(Target):
             th.StringType(nullable=False),
             default="https://api.askmiso.com",
             title="API URL",
-            description="Root of Miso's API. Point it at `target-miso-sandbox` to try a pipeline "
-            "without a Miso account.",
+            description="Root of Miso's API, without `/v1`. Point it at `target-miso-sandbox` "
+            "to try a pipeline without a Miso account.",
         ),
         th.Property(
             "api_key",
@@ -108,7 +116,7 @@ class TargetMiso(Target):
             secret=True,
             title="API key",
             description="The **secret** API key of the Miso environment. Sent only in the "
-            "`X-API-KEY` header; never logged.",
+            "`X-API-KEY` header; never logged. Spaces or a newline around it are removed.",
         ),
         th.Property(
             "dry_run",
@@ -187,7 +195,8 @@ class TargetMiso(Target):
             title="Rejects file",
             description="JSON Lines file where records that cannot be delivered are set "
             "aside with their stream, source record, mapped interaction and every reason. "
-            "Created on the first reject; appended to across runs.",
+            "Created on the first reject, readable by its owner only (mode 0600); appended to "
+            "across runs. Checked at start-up: a path that cannot be written stops the run.",
         ),
         th.Property(
             "max_rejects",
@@ -196,6 +205,15 @@ class TargetMiso(Target):
             title="Max rejects",
             description="The run fails once more than this many records were set aside in "
             "one run (null: no limit).",
+        ),
+        th.Property(
+            "max_future_timestamp_seconds",
+            th.NumberType(nullable=True),
+            default=86_400,
+            title="Max future timestamp (seconds)",
+            description="An interaction whose `timestamp` is more than this many seconds "
+            "ahead of the clock (a wrong time zone or unit upstream) is set aside at "
+            "validation instead of being sent (null: no limit).",
         ),
         th.Property(
             "state_checkpoint_seconds",
@@ -258,6 +276,25 @@ class TargetMiso(Target):
         for name in ("load_method", "add_record_metadata"):
             config_jsonschema["properties"].pop(name, None)
 
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
+        """Read the ``--config`` files; a file that is not a JSON object is named in one line.
+
+        Args:
+            ctx: The click context.
+            param: The ``--config`` option.
+            value: The paths given (or ``ENV``).
+
+        Returns:
+            The SDK's config input.
+        """
+        for path in value:
+            problem = _config_file_problem(path)
+            if problem:
+                cls.logger.error("--config %s: %s", path, problem)
+                ctx.exit(1)
+        return super().cb_config(ctx, param, value)
+
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         # Meltano 4.4 crashes on `kind: decimal` settings given by environment variables
         # (it cannot JSON-encode the Decimal it makes), so meltano.yml declares the
@@ -269,7 +306,25 @@ class TargetMiso(Target):
                     self._config[name] = float(value)
                 except ValueError:
                     pass  # the validator names the setting
-        return super()._validate_config(raise_errors=raise_errors)
+        # The key is a secret: a key of the wrong type is reported without its value (the
+        # SDK's jsonschema message would print it), and spaces or a newline around it
+        # (pasted from a file) are removed here rather than failing at the first request.
+        key = self._config.get("api_key")
+        hidden = "api_key" in self._config and not isinstance(key, str)
+        if hidden:
+            self._config["api_key"] = ""  # the value stays out of every message
+        elif isinstance(key, str) and key != key.strip():
+            self._config["api_key"] = key.strip()
+            self.logger.warning(
+                "api_key: removed %d whitespace characters around the key",
+                len(key) - len(key.strip()),
+            )
+        errors = super()._validate_config(raise_errors=raise_errors and not hidden)
+        if hidden:
+            errors = ["api_key: must be a string (value not shown)", *errors]
+            if raise_errors:
+                raise ConfigValidationError("Config validation failed", errors=errors)
+        return errors
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         """Check the settings and prepare delivery; fails before any record is read.
@@ -285,7 +340,7 @@ class TargetMiso(Target):
             check_mappings(config.get("mappings") or {})
         except MappingConfigError as error:
             raise ConfigValidationError(str(error), errors=[str(error)]) from None
-        self.validator = InteractionValidator()
+        self.validator = InteractionValidator(config.get("max_future_timestamp_seconds"))
         self.rejects = RejectsFile(config["rejects_path"], config.get("max_rejects"))
         self.client = MisoClient(
             api_url=config["api_url"],
@@ -335,8 +390,25 @@ class TargetMiso(Target):
             problems.append(
                 "api_url: must not carry a query string; the API key goes in api_key only",
             )
-        if not str(config.get("api_key") or "").strip():
+        if url.path.strip("/") and _API_PATHS & set(url.path.lower().split("/")):
+            problems.append(
+                f"api_url: give the root, without {url.path.rstrip('/')} "
+                f"(e.g. {url.scheme}://{url.netloc})",
+            )
+        key = config.get("api_key")
+        if not str(key or "").strip():
             problems.append("api_key: is empty")
+        elif isinstance(key, str) and not _KEY_TEXT.fullmatch(key):
+            problems.append(
+                "api_key: contains spaces, control or non-ASCII characters (value not shown); "
+                "copy the key exactly as Miso's dashboard shows it",
+            )
+        rejects_problem = check_rejects_path(config["rejects_path"])
+        if rejects_problem:
+            problems.append(rejects_problem)
+        future = config.get("max_future_timestamp_seconds")
+        if future is not None and future < 0:
+            problems.append("max_future_timestamp_seconds: must not be negative (null: no limit)")
         minimums = {
             "max_request_bytes": 1024,
             "max_concurrent_requests": 1,
@@ -678,6 +750,31 @@ class TargetMiso(Target):
                 lines.insert(2, f"  stream {stream}: {count} accepted")
         lines[2:2] = self.catalogs.summary_lines()
         self.logger.info("Run summary:\n  %s", "\n  ".join(lines))
+
+
+def _config_file_problem(path: str) -> str | None:
+    """Say what is wrong with a ``--config`` file, in a few words (None: a JSON object)."""
+    if path == "ENV":
+        return None
+    problem = None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        settings = json.loads(text)
+    except FileNotFoundError:
+        problem = "no such file"
+    except json.JSONDecodeError as error:
+        problem = (
+            f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+            + ("" if text.lstrip()[:1] in "{[" else " (YAML is not read here)")
+            if text.strip()
+            else "the file is empty"
+        ) + "; write the settings as a JSON object"
+    except (OSError, UnicodeDecodeError) as error:
+        problem = f"cannot be read ({getattr(error, 'strerror', None) or error})"
+    else:
+        if not isinstance(settings, dict):
+            problem = f"holds a JSON {type(settings).__name__}, not an object of settings"
+    return problem
 
 
 def _count_lines(counter: t.Mapping[str, int]) -> str:

@@ -139,3 +139,23 @@ def check_mappings(mappings: t.Mapping[str, t.Any]) -> None:
             continue
         if (options or {}).get("preset", "auto") != "auto":
             build_mapping(key, {key: options}).close()
+        else:
+            _check_auto_options(f"mappings.{key}", options or {})
+
+
+def _check_auto_options(path: str, options: t.Mapping[str, t.Any]) -> None:
+    # The preset is known only once the stream's SCHEMA is: accept an option that one of
+    # the recognisable presets takes (that preset checks it then), refuse any other now.
+    given = set(options) - {"preset", "kind"}
+    if not given:
+        return
+    allowed = sorted(
+        {name for preset, _ in _SIGNATURES for name in _preset_class(preset, path).option_names},
+    )
+    unknown = sorted(given - set(allowed))
+    if unknown:
+        reason = (
+            "unknown option (preset auto takes the options of the preset it recognises: "
+            f"{', '.join(allowed)})"
+        )
+        raise MappingConfigError(f"{path}.{unknown[0]}", reason)

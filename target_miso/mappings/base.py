@@ -56,6 +56,8 @@ class Mapping:
 
     #: Name used in ``preset:`` settings and in logs.
     preset: t.ClassVar[str] = ""
+    #: The options the preset reads (besides ``preset`` and ``kind``); others are refused.
+    option_names: t.ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

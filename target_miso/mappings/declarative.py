@@ -218,6 +218,7 @@ class CustomMapping(Mapping):
     """A mapping written entirely in the settings (``preset: custom``)."""
 
     preset = "custom"
+    option_names = _OPTIONS
 
     def __init__(
         self,

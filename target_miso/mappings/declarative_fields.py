@@ -14,6 +14,8 @@ import typing as t
 
 from target_miso.mappings.base import MappingConfigError, MappingError
 from target_miso.mappings.declarative_expressions import Expression
+from target_miso.normalize import as_id_text as _as_text
+from target_miso.normalize import as_list as _as_list
 from target_miso.normalize import normalize_field, parse_json_text, plain, to_number
 from target_miso.schema import ALL_FIELDS
 
@@ -225,27 +227,6 @@ def _pluck(value: object, key: list[str], field: str) -> list[object]:
         if found is not None and found != "":
             plucked.append(found)
     return plucked
-
-
-def _as_text(value: object) -> object:
-    """Ids and names read as numbers (``123``, ``Decimal('123')``) become ``"123"``."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float, decimal.Decimal)):
-        return str(to_number(value))
-    return value
-
-
-def _as_list(field: str, value: object) -> object:
-    if isinstance(value, str):
-        stripped = value.lstrip()
-        # A JSON array as text (Segment, Snowflake, Redshift); any other text is one value.
-        value = parse_json_text(value) if stripped.startswith("[") else [value]
-    elif not isinstance(value, (list, tuple)):
-        value = [value]
-    if field == "quantities":
-        return list(value)
-    return [_as_text(item) for item in value if item is not None and item != ""]
 
 
 def _leaf(top: str, rest: list[str], value: object) -> object:

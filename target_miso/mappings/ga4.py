@@ -111,6 +111,7 @@ class GA4Mapping(Mapping):
     """Map GA4 export rows to Miso interactions."""
 
     preset = "ga4"
+    option_names = _OPTIONS
 
     def __init__(
         self,

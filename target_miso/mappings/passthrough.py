@@ -1,10 +1,14 @@
-"""Records that already look like Miso interactions: normalize them and send them."""
+"""Records that already look like Miso interactions: normalize them and send them.
+
+Normalized as in every preset (docs/mappings.md): timestamps to UTC, numbers from Decimals
+or text, ids given as numbers to text, one value of a list field to a one-item list.
+"""
 
 from __future__ import annotations
 
 import typing as t
 
-from target_miso.mappings.base import Mapping, MappingError
+from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
 from target_miso.normalize import normalize_interaction
 from target_miso.schema import ALL_FIELDS
 
@@ -19,6 +23,29 @@ class PassthroughMapping(Mapping):
     """
 
     preset = "passthrough"
+
+    def __init__(
+        self,
+        options: t.Mapping[str, t.Any],
+        *,
+        stream_name: str,
+        config_path: str,
+    ) -> None:
+        """Refuse options: the preset takes none (a typo must not pass unnoticed).
+
+        Args:
+            options: This stream's mapping settings (without ``preset``).
+            stream_name: The Singer stream.
+            config_path: ``mappings.<stream>``.
+
+        Raises:
+            MappingConfigError: On any option.
+        """
+        super().__init__(options, stream_name=stream_name, config_path=config_path)
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            reason = "unknown option (the passthrough preset takes none besides preset)"
+            raise MappingConfigError(f"{config_path}.{unknown[0]}", reason)
 
     def bind_schema(self, schema: dict[str, t.Any]) -> None:
         """Warn once about the columns that will not be sent.

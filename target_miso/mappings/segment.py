@@ -92,6 +92,7 @@ class SegmentMapping(Mapping):
     """Map Segment warehouse rows to Miso interactions."""
 
     preset = "segment"
+    option_names = _OPTIONS
 
     def __init__(
         self,

@@ -95,6 +95,7 @@ class SnowplowMapping(Mapping):
     """Map Snowplow events to Miso interactions."""
 
     preset = "snowplow"
+    option_names = tuple(OPTIONS)
 
     def __init__(
         self,
