@@ -71,7 +71,7 @@ class RecordBeforeSchema(BadInputLine, RecordsWithoutSchemaException):
     """A RECORD of a stream that no SCHEMA described (also the SDK's exception for that)."""
 
 
-class UnreadableRecord(Exception):  # noqa: N818 - not an error of the run: a record set aside
+class UnreadableRecord(Exception):  # not an error of the run: a record set aside
     """A RECORD line that cannot be decoded; it is set aside and the run goes on."""
 
     def __init__(self, reason: str) -> None:

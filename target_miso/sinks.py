@@ -180,7 +180,7 @@ class InteractionsSink(BatchSink):
             reason = "record: nests objects or arrays too deeply to be mapped"
             self._target.set_aside(self.stream_name, [reason], source, None, "mapping")
             return
-        except Exception as error:  # noqa: BLE001 - one record never ends the run
+        except Exception as error:  # one record never ends the run
             reason = f"record: the mapping failed on it ({type(error).__name__}: {error})"
             self._target.set_aside(self.stream_name, [reason], record, None, "mapping")
             return
