@@ -30,6 +30,7 @@ ID_FIELDS = frozenset(
 )
 #: Fields whose text is sent as it is (others parse JSON text, or read numbers or times).
 _TEXT_FIELDS = frozenset(ALL_FIELDS) - set(STRUCTURED_FIELDS) - _NUMBER_FIELDS - {"timestamp"}
+_ID_LIST_FIELDS = frozenset({"product_ids", "product_group_ids"})
 
 
 def to_utc_timestamp(value: object) -> str:
@@ -187,10 +188,14 @@ def normalize_field(field: str, value: object) -> object:
         return to_utc_timestamp(value)
     if type(value) is str and field in _TEXT_FIELDS:
         return value
+    if type(value) is int and field in _TEXT_FIELDS:
+        return str(value)  # an id read as a number: its exact digits, however many
     if field in STRUCTURED_FIELDS:
         value = parse_json_text(value)
         if field == "quantities":
             return _numbers(value)
+        if field in _ID_LIST_FIELDS and type(value) is list:
+            value = [str(item) if type(item) is int else item for item in value]
     elif field in _NUMBER_FIELDS:
         return to_number(value)
     return plain(value)

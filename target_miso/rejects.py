@@ -13,6 +13,7 @@ import decimal
 import errno
 import json
 import logging
+import math
 import os
 import threading
 import typing as t
@@ -36,6 +37,52 @@ def _json_default(value: object) -> object:
     if isinstance(value, (bytes, bytearray)):
         return value.decode("utf-8", "replace")
     return repr(value)
+
+
+def _finite(value: object) -> object:
+    # NaN and Infinity as the strings Python writes for them: JSON has no such numbers.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _entry_line(entry: dict[str, object]) -> str:
+    r"""One JSON line for the rejects file, whatever the record holds.
+
+    Readable UTF-8 when possible; NaN and Infinity become strings, text with lone
+    surrogates is written with ASCII escapes (``\ud800``), and a record the encoder cannot
+    write at all (nested too deeply, a number of thousands of digits) is replaced by a note:
+    setting a record aside never fails.
+
+    Args:
+        entry: The rejects entry.
+
+    Returns:
+        The line, with its line break.
+    """
+    try:
+        try:
+            line = json.dumps(entry, default=_json_default, ensure_ascii=False, allow_nan=False)
+        except ValueError:  # NaN or Infinity (or an integer of more than 4,300 digits)
+            entry = {key: _finite(value) for key, value in entry.items()}
+            line = json.dumps(entry, default=_json_default, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: \\u escapes are valid JSON, not UTF-8
+            line = json.dumps(entry, default=_json_default, ensure_ascii=True)
+    except (ValueError, RecursionError) as error:
+        line = _without_contents(entry, error)
+    return line + "\n"
+
+
+def _without_contents(entry: dict[str, object], error: BaseException) -> str:
+    note = f"<not written: {type(error).__name__}>"
+    kept = {**entry, "record": note, "interaction": None if entry["interaction"] is None else note}
+    return json.dumps(kept, default=_json_default, ensure_ascii=True)
 
 
 def reason_key(reason: str) -> str:
@@ -133,7 +180,7 @@ class RejectsFile:
             "record": source,
             "interaction": interaction,
         }
-        line = json.dumps(entry, default=_json_default, ensure_ascii=False) + "\n"
+        line = _entry_line(entry)
         with self._lock:
             if self._file is None:
                 self._file = self._open()

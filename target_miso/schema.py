@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
 import typing as t
 
@@ -213,6 +214,20 @@ def interaction_schema() -> dict[str, t.Any]:
     }
 
 
+def _is_finite_number(checker: object, instance: object) -> bool:
+    return jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number") and (
+        type(instance) is int or math.isfinite(instance)  # type: ignore[arg-type]
+    )
+
+
+#: Draft 2020-12, where a number is finite: JSON has no NaN or Infinity, and Miso refuses
+#: them (the standard library reads them; orjson would send them as null).
+FiniteNumberValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("number", _is_finite_number),
+)
+
+
 def _field_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(part) for part in error.absolute_path)
 
@@ -269,7 +284,7 @@ class InteractionValidator:
     def _is_valid(self) -> t.Callable[[t.Any], bool]:
         # Built on first use: compiling it cost 0.2 s of every run's start-up, and the hot
         # path never needs it (tests/test_schema.py checks the schema itself).
-        return jsonschema.Draft202012Validator(interaction_schema()).is_valid
+        return FiniteNumberValidator(interaction_schema()).is_valid
 
     def reasons(self, record: dict[str, t.Any]) -> list[str]:
         """Return why this record would be refused by Miso; empty when it is valid.
@@ -333,7 +348,7 @@ class InteractionValidator:
         for field, value in record.items():
             if field not in allowed or field not in _FIELD_SCHEMAS:
                 continue
-            sub = jsonschema.Draft202012Validator(_FIELD_SCHEMAS[field])
+            sub = FiniteNumberValidator(_FIELD_SCHEMAS[field])
             for error in sub.iter_errors(value):
                 path = _field_path(error)
                 where = f"{field}.{path}" if path else field
@@ -376,9 +391,13 @@ _CAMPAIGN_KEYS = ("name", "source", "medium", "term", "content")
 
 
 def _is_number(value: object) -> bool:
-    return (type(value) is int or type(value) is float) or (
-        isinstance(value, (int, float)) and not isinstance(value, bool)
-    )
+    # Finite only: NaN and Infinity are not JSON numbers (FiniteNumberValidator agrees).
+    kind = type(value)
+    if kind is int:
+        return True
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_str(value: object, min_length: int = 0, max_length: int | None = None) -> bool:

@@ -8,19 +8,25 @@ batches go to the target's ``Delivery``, which sends them concurrently.
 
 from __future__ import annotations
 
+import math
 import typing as t
 
 import orjson
 from singer_sdk.sinks import BatchSink
 
 from target_miso.delivery import Batch
-from target_miso.mappings import MappingError
+from target_miso.mappings import MappingConfigError, MappingError
+from target_miso.reader import line_text
 
 if t.TYPE_CHECKING:
     from target_miso.target import TargetMiso
 
 # The {"data":[ ... ]} envelope around the records of one request.
 _ENVELOPE_BYTES = len(b'{"data":[]}')
+# orjson writes integers in this range and nests at most this deep.
+_INT_MIN, _INT_END = -(2**63), 2**64
+_MAX_DEPTH = 254
+_INT_BITS_SHOWN = 128
 
 
 def encode_interaction(interaction: dict[str, t.Any]) -> bytes:
@@ -33,6 +39,66 @@ def encode_interaction(interaction: dict[str, t.Any]) -> bytes:
         UTF-8 JSON without spaces (orjson: ~10x the standard library's speed).
     """
     return orjson.dumps(interaction)
+
+
+def unsendable(value: object) -> str | None:
+    """Find the first value orjson cannot write as it is, and say where and why.
+
+    orjson raises on lone surrogates, integers beyond 64 bits and nesting deeper than 254
+    levels, and writes NaN and Infinity as ``null``; Miso takes none of them.
+
+    Args:
+        value: An interaction.
+
+    Returns:
+        A reason naming the field (``revenue: ...``, ``context.page.title: ...``), or None
+        when everything can be sent.
+    """
+    stack: list[tuple[object, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = path or "record"
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= _MAX_DEPTH:
+                return f"{where}: nested more than {_MAX_DEPTH} levels deep"
+            if isinstance(item, dict):
+                if not all(_is_utf8(key) for key in item if isinstance(key, str)):
+                    return f"{where}: a key holds a lone surrogate (not valid Unicode)"
+                entries = [(v, f"{path}.{k}" if path else str(k)) for k, v in item.items()]
+            else:
+                entries = [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+            stack.extend((v, p, depth + 1) for v, p in reversed(entries))
+            continue
+        problem = _unsendable_scalar(item)
+        if problem:
+            return f"{where}: {problem}"
+    return None
+
+
+def _unsendable_scalar(item: object) -> str | None:
+    if isinstance(item, str):
+        return None if _is_utf8(item) else "text holds a lone surrogate (not valid Unicode)"
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int) and not _INT_MIN <= item < _INT_END:
+        return f"integer {_digits(item)} is beyond 64 bits"
+    if isinstance(item, float) and not math.isfinite(item):
+        return f"{item} is not a finite number"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _digits(number: int) -> str:
+    if number.bit_length() > _INT_BITS_SHOWN:  # str() of a huge int is refused past 4,300 digits
+        return f"of about {int(number.bit_length() * 0.30103)} digits"
+    return str(number)
 
 
 class InteractionsSink(BatchSink):
@@ -105,6 +171,19 @@ class InteractionsSink(BatchSink):
         except MappingError as error:
             self._target.set_aside(self.stream_name, [str(error)], record, None, "mapping")
             return
+        except MappingConfigError:
+            raise
+        except RecursionError:
+            # Too deep to map is too deep to write back as JSON too: keep the line as text.
+            line = context.get("line")
+            source = line_text(line) if line is not None else None
+            reason = "record: nests objects or arrays too deeply to be mapped"
+            self._target.set_aside(self.stream_name, [reason], source, None, "mapping")
+            return
+        except Exception as error:  # one record never ends the run
+            reason = f"record: the mapping failed on it ({type(error).__name__}: {error})"
+            self._target.set_aside(self.stream_name, [reason], record, None, "mapping")
+            return
         if not interactions:
             return
         kept = self.mapping.kept_source(record) or context.get("line") or record
@@ -126,7 +205,16 @@ class InteractionsSink(BatchSink):
         if reasons:
             target.set_aside(self.stream_name, reasons, source, interaction, "validation")
             return
-        encoded = encode_interaction(interaction)
+        try:
+            encoded = encode_interaction(interaction)
+        except TypeError as error:  # orjson.JSONEncodeError: surrogates, big ints, depth
+            reason = unsendable(interaction) or f"record: cannot be encoded as JSON ({error})"
+            target.set_aside(self.stream_name, [reason], source, interaction, "validation")
+            return
+        # orjson writes NaN and Infinity as null: look for them only where a null is written.
+        if b"null" in encoded and (reason := unsendable(interaction)):  # type: ignore[assignment]
+            target.set_aside(self.stream_name, [reason], source, interaction, "validation")
+            return
         if len(encoded) + 1 > self._max_bytes:
             reason = (
                 f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"

@@ -28,6 +28,7 @@ from singer_sdk import Target
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_miso.catalog_deletes import CatalogError
 from target_miso.catalog_sync import CATALOG_SETTINGS, Catalogs, CatalogSink
@@ -36,7 +37,14 @@ from target_miso.client import MisoAPIError, MisoClient
 from target_miso.delivery import Delivery
 from target_miso.graceful_stop import GracefulStop
 from target_miso.mappings import MappingConfigError, build_mapping, check_mappings
-from target_miso.reader import OrjsonSingerReader
+from target_miso.reader import (
+    FIX_THE_TAP,
+    BadInputLine,
+    OrjsonSingerReader,
+    RecordBeforeSchema,
+    line_text,
+    stream_of,
+)
 from target_miso.rejects import RejectsFile, TooManyRejectsError, check_rejects_path
 from target_miso.schema import InteractionValidator
 from target_miso.sinks import InteractionsSink
@@ -45,7 +53,6 @@ if t.TYPE_CHECKING:
     from types import FrameType
 
     from target_miso.mappings import Mapping
-    from target_miso.reader import OrjsonSingerReader
 
 #: Path segments that show api_url is an endpoint rather than the API root.
 _API_PATHS = frozenset({"v1", "interactions", "products", "users"})
@@ -379,6 +386,8 @@ class TargetMiso(Target):
         self._state_at_checkpoint: dict | None = None
         self._next_checkpoint_at = time.monotonic() + self._checkpoint_seconds
         self._next_progress_at = time.monotonic() + (self._progress_seconds or float("inf"))
+        if isinstance(self.message_reader, OrjsonSingerReader):
+            self.message_reader.set_aside = self.set_aside_line
 
     @staticmethod
     def _check_settings(config: t.Mapping[str, t.Any]) -> None:
@@ -505,6 +514,31 @@ class TargetMiso(Target):
             stream=stream, reasons=reasons, source=source, interaction=interaction, stage=stage,
         )
 
+    def set_aside_line(self, line_number: int, line: str | bytes, reason: str) -> None:
+        """Write a RECORD line that cannot be decoded to the rejects file, as text.
+
+        Args:
+            line_number: Its number in the input.
+            line: The raw line (bytes that are not UTF-8 are kept as backslash escapes).
+            reason: Why it cannot be read, naming the line number.
+        """
+        self.tally.records_in += 1
+        self.rejects.add(
+            stream=stream_of(line),  # type: ignore[arg-type] - None when it cannot be found
+            reasons=[reason],
+            source=line_text(line),
+            interaction=None,
+            stage="input",
+        )
+        self.logger.debug("Set aside input line %d", line_number)
+
+    def _bad_record_line(self, problem: str) -> BadInputLine:
+        return BadInputLine(getattr(self.message_reader, "line_number", 0), problem)
+
+    def _record_before_schema(self, stream_name: str) -> RecordBeforeSchema:
+        number = getattr(self.message_reader, "line_number", 0)
+        return RecordBeforeSchema(number, *_no_schema(stream_name))
+
     # --- The per-record path -------------------------------------------------------------
 
     def _process_record_message(self, message_dict: dict) -> None:
@@ -513,18 +547,20 @@ class TargetMiso(Target):
         # changes nothing for this target but cost a third of its time on wide rows.
         # This path keeps what matters: schema-before-record, key properties, counters,
         # metrics, size-triggered drains and checkpoints.
-        if self._uses_stream_maps:
-            super()._process_record_message(message_dict)
-            return
         stream_name = message_dict.get("stream")
         record = message_dict.get("record")
-        if stream_name is None or not isinstance(record, dict):
-            super()._process_record_message(message_dict)  # raises the SDK's clear error
+        if type(stream_name) is not str or type(record) is not dict:
+            # Named without its contents: the record holds personal data.
+            what = "a 'stream' name" if type(stream_name) is not str else "a 'record' object"
+            raise self._bad_record_line(f"is a RECORD without {what}")
+        if self._uses_stream_maps:
+            if stream_name not in self.mapper.stream_maps:
+                raise self._record_before_schema(stream_name)
+            super()._process_record_message(message_dict)
             return
         sink = self._sinks_active.get(stream_name)
         if sink is None:
-            self._assert_sink_exists(stream_name)  # raises RecordsWithoutSchemaException
-            return
+            raise self._record_before_schema(stream_name)
         if sink.key_properties:
             sink._singer_validate_message(record)  # noqa: SLF001 - key properties present
         sink.tally_record_read()
@@ -657,6 +693,8 @@ class TargetMiso(Target):
         self._stop.install()
         try:
             super().listen(file_input)
+        except InvalidInputLine as error:
+            self._stop_at_bad_line(error)
         except RUN_ERRORS as error:
             self.logger.error("target-miso stopped: %s", self.client.scrub(str(error)))  # noqa: TRY400
             self.client.stop_retrying()  # the run fails anyway: do not linger in backoffs
@@ -676,6 +714,27 @@ class TargetMiso(Target):
             )
             sys.exit(self._stop.exit_code)
 
+    def _stop_at_bad_line(self, error: InvalidInputLine) -> None:
+        # One ERROR line (which line, what is wrong, what to do; never its contents), then
+        # the end-of-input path for what was read before it: delivered, its STATE written.
+        if isinstance(error, BadInputLine):
+            message = str(error)
+        else:  # the SDK's own checks (SCHEMA or STATE lines) print the whole message: not that
+            number = getattr(self.message_reader, "line_number", 0)
+            problem = str(error).partition(":")[0].rstrip(".")
+            message = f"Input line {number}: {problem[:1].lower()}{problem[1:]}. {FIX_THE_TAP}."
+        self.logger.error(  # noqa: TRY400 - no traceback: the message says it all
+            "target-miso stopped: %s Delivering what was read before that line; no STATE past "
+            "it is written (exit code 1).",
+            message,
+        )
+        self.catalogs.terminating = True  # a read cut short must not delete anything
+        try:
+            self.process_endofpipe()
+        except RUN_ERRORS as delivery_error:
+            self.logger.error("target-miso stopped: %s", self.client.scrub(str(delivery_error)))
+        sys.exit(1)
+
     def _release_delivered_checkpoints(self) -> None:
         # The run failed: checkpoints whose own requests were all delivered still get their
         # STATE, so the next run replays as little as possible. Nothing after the first
@@ -693,8 +752,8 @@ class TargetMiso(Target):
         stop.handle(signum, frame)
 
     def _interrupt_read(self) -> None:
-        reader = t.cast("OrjsonSingerReader | None", getattr(self, "message_reader", None))
-        if reader is not None:
+        reader = getattr(self, "message_reader", None)
+        if isinstance(reader, OrjsonSingerReader):
             reader.request_stop()
 
     @property
@@ -775,6 +834,18 @@ def _config_file_problem(path: str) -> str | None:
         if not isinstance(settings, dict):
             problem = f"holds a JSON {type(settings).__name__}, not an object of settings"
     return problem
+
+
+_SHOWN = 100  # characters of a stream name shown in a message
+
+
+def _no_schema(stream_name: str) -> tuple[str, str]:
+    shown = stream_name if len(stream_name) <= _SHOWN else stream_name[:_SHOWN] + "..."
+    return (
+        f"is a RECORD of stream {shown!r}, which no SCHEMA message described before it",
+        "A tap sends each stream's SCHEMA before its RECORDs: check the tap (and any "
+        "stream_maps alias), then run again; the next run starts from the last STATE written",
+    )
 
 
 def _count_lines(counter: t.Mapping[str, int]) -> str:

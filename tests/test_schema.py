@@ -131,6 +131,7 @@ _scalars = st.one_of(
     st.booleans(),
     st.integers(-3, 600),
     st.floats(-1, 6, allow_nan=False),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 2**70]),
     st.text(max_size=3),
     st.sampled_from(["", "2024-05-01T10:00:00Z", "10.0.0.x", "3f0c8f5e-9a1b-4c2d-8e3f-0a1b2c3d4e5f"]),
 )
