@@ -27,8 +27,8 @@ from target_miso.catalog_deletes import CatalogError, delete_missing
 from target_miso.catalog_hashes import CatalogHashes, environment_key
 from target_miso.catalog_schema import CatalogValidator
 from target_miso.delivery import Batch
-from target_miso.mappings import MappingError, options_for
-from target_miso.sinks import InteractionsSink, encode_interaction
+from target_miso.mappings import options_for
+from target_miso.sinks import SET_ASIDE, InteractionsSink
 
 if t.TYPE_CHECKING:
     from target_miso.target import TargetMiso
@@ -441,20 +441,18 @@ class CatalogSink(InteractionsSink):
         """Records per request: ``catalog_batch_size_rows``."""
         return self._target.catalogs.batch_size_rows
 
-    def process_record(self, record: dict, context: dict) -> None:  # noqa: ARG002
+    def process_record(self, record: dict, context: dict) -> None:
         """Map, validate, compare and batch one source row.
 
         Args:
             record: The row as the tap sent it.
-            context: The SDK's batch context (unused).
+            context: ``{"line": ...}``: the Singer line, when the target passes it.
         """
         target, catalog = self._target, self.catalog
         target.tally.records_in += 1
         catalog.counts["read"] += 1
-        try:
-            mapped = catalog.mapping.map(record)
-        except MappingError as error:
-            target.set_aside(self.stream_name, [str(error)], record, None, "mapping")
+        mapped = self.map_or_set_aside(catalog.mapping.map, record, context)
+        if mapped is SET_ASIDE:
             return
         if mapped is None:
             catalog.counts["filtered"] += 1
@@ -466,12 +464,8 @@ class CatalogSink(InteractionsSink):
         if reasons:
             target.set_aside(self.stream_name, reasons, record, mapped, "validation")
             return
-        encoded = encode_interaction(mapped)
-        if len(encoded) + 1 > self._max_bytes:
-            reason = (
-                f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"
-            )
-            target.set_aside(self.stream_name, [reason], record, mapped, "validation")
+        encoded = self.encode_or_set_aside(mapped, record)
+        if encoded is None:
             return
         digest = content_hash(mapped)
         if catalog.is_unchanged(record_id, digest):

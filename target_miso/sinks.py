@@ -21,6 +21,8 @@ from target_miso.reader import line_text
 if t.TYPE_CHECKING:
     from target_miso.target import TargetMiso
 
+#: What ``map_or_set_aside`` returns for a record it set aside.
+SET_ASIDE = object()
 # The {"data":[ ... ]} envelope around the records of one request.
 _ENVELOPE_BYTES = len(b'{"data":[]}')
 # orjson writes integers in this range and nests at most this deep.
@@ -166,29 +168,71 @@ class InteractionsSink(BatchSink):
                 (``kept_source``), else this line, else the record.
         """
         self._target.tally.records_in += 1
-        try:
-            interactions = self.mapping.map(record)
-        except MappingError as error:
-            self._target.set_aside(self.stream_name, [str(error)], record, None, "mapping")
-            return
-        except MappingConfigError:
-            raise
-        except RecursionError:
-            # Too deep to map is too deep to write back as JSON too: keep the line as text.
-            line = context.get("line")
-            source = line_text(line) if line is not None else None
-            reason = "record: nests objects or arrays too deeply to be mapped"
-            self._target.set_aside(self.stream_name, [reason], source, None, "mapping")
-            return
-        except Exception as error:  # one record never ends the run
-            reason = f"record: the mapping failed on it ({type(error).__name__}: {error})"
-            self._target.set_aside(self.stream_name, [reason], record, None, "mapping")
+        interactions = self.map_or_set_aside(self.mapping.map, record, context)
+        if interactions is SET_ASIDE:
             return
         if not interactions:
             return
         kept = self.mapping.kept_source(record) or context.get("line") or record
         for interaction in interactions:
             self.add_interaction(interaction, record, kept)
+
+    def map_or_set_aside(
+        self, mapper: t.Callable[[dict], t.Any], record: dict, context: dict,
+    ) -> t.Any:
+        """Run the stream's mapping on one record; whatever it raises sets the record aside.
+
+        Args:
+            mapper: The mapping's ``map``.
+            record: The record as the tap sent it.
+            context: ``{"line": ...}`` when the target passes the Singer line.
+
+        Returns:
+            What the mapping returned, or ``SET_ASIDE``.
+
+        Raises:
+            MappingConfigError: A mistake in the mapping's options ends the run.
+        """
+        try:
+            return mapper(record)
+        except MappingError as error:
+            reason = str(error)
+        except MappingConfigError:
+            raise
+        except RecursionError:
+            # Too deep to map is too deep to write back as JSON too: keep the line as text.
+            line = context.get("line")
+            record = line_text(line) if line is not None else None  # type: ignore[assignment]
+            reason = "record: nests objects or arrays too deeply to be mapped"
+        except Exception as error:  # one record never ends the run
+            reason = f"record: the mapping failed on it ({type(error).__name__}: {error})"
+        self._target.set_aside(self.stream_name, [reason], record, None, "mapping")
+        return SET_ASIDE
+
+    def encode_or_set_aside(self, mapped: dict[str, t.Any], source: object) -> bytes | None:
+        """Encode a validated record exactly as it is sent, or set it aside.
+
+        Args:
+            mapped: The interaction (or catalog record).
+            source: The source record, for the rejects file.
+
+        Returns:
+            The encoded record, or None when it was set aside.
+        """
+        try:
+            encoded = encode_interaction(mapped)
+        except TypeError as error:  # orjson.JSONEncodeError: surrogates, big ints, depth
+            reason = unsendable(mapped) or f"record: cannot be encoded as JSON ({error})"
+        else:
+            # orjson writes NaN and Infinity as null: look for them only where a null is.
+            problem = unsendable(mapped) if b"null" in encoded else None
+            if problem is None and len(encoded) + 1 <= self._max_bytes:
+                return encoded
+            reason = problem or (
+                f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"
+            )
+        self._target.set_aside(self.stream_name, [reason], source, mapped, "validation")
+        return None
 
     def add_interaction(
         self, interaction: dict[str, t.Any], source: object, kept: object = None,
@@ -205,21 +249,8 @@ class InteractionsSink(BatchSink):
         if reasons:
             target.set_aside(self.stream_name, reasons, source, interaction, "validation")
             return
-        try:
-            encoded = encode_interaction(interaction)
-        except TypeError as error:  # orjson.JSONEncodeError: surrogates, big ints, depth
-            reason = unsendable(interaction) or f"record: cannot be encoded as JSON ({error})"
-            target.set_aside(self.stream_name, [reason], source, interaction, "validation")
-            return
-        # orjson writes NaN and Infinity as null: look for them only where a null is written.
-        if b"null" in encoded and (reason := unsendable(interaction)):  # type: ignore[assignment]
-            target.set_aside(self.stream_name, [reason], source, interaction, "validation")
-            return
-        if len(encoded) + 1 > self._max_bytes:
-            reason = (
-                f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"
-            )
-            target.set_aside(self.stream_name, [reason], source, interaction, "validation")
+        encoded = self.encode_or_set_aside(interaction, source)
+        if encoded is None:
             return
         batch = self._batch
         if batch.records and batch.size_bytes + len(encoded) + 1 > self._max_bytes:

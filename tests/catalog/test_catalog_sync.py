@@ -312,6 +312,29 @@ def test_invalid_products_are_set_aside_with_reasons_and_the_rest_delivered(
     assert rejects[1]["interaction"]["product_id"] == "a,b"
 
 
+def test_values_miso_cannot_take_set_a_product_aside_and_the_run_goes_on(
+    tmp_path: Path, sandbox: Sandbox, products_config
+) -> None:
+    config = products_config()
+    lines = catalog_input("products", PRODUCT_SCHEMA, [product_row(1), product_row(4)])
+    poison = {
+        "a lone surrogate": '"name": "Doll \\ud800"',
+        "NaN": '"price": NaN',
+        "an integer beyond 64 bits": '"price": 123456789012345678901234567890',
+    }
+    for sku, field in enumerate(poison.values(), start=2):
+        lines.insert(-1, f'{{"type": "RECORD", "stream": "products", "record": {{"sku": {sku}, {field}}}}}')
+
+    result = run(config, lines)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(sandbox.products) == ["p-1", "p-4"]
+    rejects = read_rejects(tmp_path / "rejects.jsonl")
+    assert [(r["stage"], r["reasons"][0].partition(":")[0]) for r in rejects] == [
+        ("validation", "title"), ("validation", "sale_price"), ("validation", "sale_price"),
+    ]
+
+
 def test_records_miso_refuses_are_set_aside_and_the_rest_resent(
     tmp_path: Path, sandbox_factory, products_config
 ) -> None:
