@@ -25,6 +25,10 @@ LOGGER = logging.getLogger("target-miso")
 _LOGGED_PER_KIND = 5
 
 
+class RejectsWriteError(OSError):
+    """The rejects file cannot be written (the run stops: a reject must never be lost)."""
+
+
 class TooManyRejectsError(RuntimeError):
     """More records were set aside than ``max_rejects`` allows."""
 
@@ -184,7 +188,11 @@ class RejectsFile:
         with self._lock:
             if self._file is None:
                 self._file = self._open()
-            self._file.write(line)
+            try:
+                self._file.write(line)
+            except OSError as error:
+                msg = f"rejects_path: cannot write to {self.path}: {error.strerror or error}"
+                raise RejectsWriteError(msg) from None
             self.count += 1
             for reason in reasons[:1]:
                 kind = f"{stage}: {reason_key(reason)}"
@@ -194,7 +202,7 @@ class RejectsFile:
                     LOGGER.warning(
                         "Set aside a record of stream '%s' (%s: field '%s'; reject #%d, "
                         "details in %s)%s",
-                        stream, stage, reason_key(reason), self.count, self.path,
+                        stream or "(unknown)", stage, reason_key(reason), self.count, self.path,
                         "; further ones like it are only counted"
                         if self._per_stream[stream, kind] == _LOGGED_PER_KIND else "",
                     )
@@ -217,7 +225,7 @@ class RejectsFile:
             fd = os.open(self.path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
         except OSError as error:
             msg = f"rejects_path: cannot write to {self.path}: {error.strerror or error}"
-            raise OSError(msg) from None
+            raise RejectsWriteError(msg) from None
         return os.fdopen(fd, "a", encoding="utf-8", buffering=1)
 
     def sync(self) -> None:

@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 import typing as t
 from functools import cached_property
 from pathlib import Path
@@ -45,7 +46,12 @@ from target_miso.reader import (
     line_text,
     stream_of,
 )
-from target_miso.rejects import RejectsFile, TooManyRejectsError, check_rejects_path
+from target_miso.rejects import (
+    RejectsFile,
+    RejectsWriteError,
+    TooManyRejectsError,
+    check_rejects_path,
+)
 from target_miso.schema import InteractionValidator
 from target_miso.sinks import InteractionsSink
 
@@ -60,7 +66,13 @@ _API_PATHS = frozenset({"v1", "interactions", "products", "users"})
 _KEY_TEXT = re.compile(r"[\x21-\x7e]+")
 
 #: Failures that end the run with a clear message instead of a traceback.
-RUN_ERRORS = (MisoAPIError, TooManyRejectsError, MappingConfigError, CatalogError)
+RUN_ERRORS = (
+    MisoAPIError,
+    TooManyRejectsError,
+    RejectsWriteError,
+    MappingConfigError,
+    CatalogError,
+)
 
 
 @dataclasses.dataclass
@@ -702,6 +714,16 @@ class TargetMiso(Target):
             self.logger.error(
                 "No STATE was written past the records that were not delivered; the next "
                 "run starts from the last STATE written and resends them.",
+            )
+            sys.exit(1)
+        except Exception as error:  # a bug: reported with the key masked, then exit 1
+            self.client.stop_retrying()
+            trace = "".join(traceback.format_exception(error))
+            self.logger.error(  # noqa: TRY400 - the traceback is logged scrubbed, below
+                "target-miso failed unexpectedly (%s); no STATE was written past the records "
+                "that were not delivered. Please report this with the trace:\n%s",
+                type(error).__name__,
+                self.client.scrub(trace),
             )
             sys.exit(1)
         finally:

@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -286,6 +287,21 @@ def test_the_rejects_file_is_private_to_its_owner(sandbox, tmp_path):
     rejects = tmp_path / "rejects.jsonl"
     assert stat.S_IMODE(rejects.stat().st_mode) == 0o600
     assert [r["record"]["seq"] for r in read_rejects(rejects)] == [2]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_rejects_file_that_fills_up_mid_run_stops_the_run_cleanly(sandbox, tmp_path):
+    # /dev/full opens like a file and refuses every write (ENOSPC): a full disk.
+    records = [interaction(i) for i in range(5)]
+    records[3]["user_id"] = None
+    config = write_config(tmp_path, sandbox.url, rejects_path="/dev/full")
+
+    run = run_target(config, singer_input(records))
+
+    assert run.returncode == 1
+    assert "rejects_path: cannot write to /dev/full" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.states == [], "no STATE may cover a record that was neither sent nor kept"
 
 
 def test_a_reject_logged_as_set_aside_is_in_the_file_when_the_process_is_killed(sandbox, tmp_path):
