@@ -13,7 +13,7 @@ import json
 import re
 import typing as t
 
-from target_miso.schema import ALL_FIELDS, STRUCTURED_FIELDS
+from target_miso.miso.schema import ALL_FIELDS, STRUCTURED_FIELDS
 
 _UTC = dt.timezone.utc
 # Already what Miso wants (the common case when a source is re-read): no parsing needed.

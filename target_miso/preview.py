@@ -27,7 +27,7 @@ import typing as t
 from pathlib import Path
 
 from target_miso.mappings import MappingConfigError, MappingError, build_mapping, check_mappings
-from target_miso.schema import InteractionValidator
+from target_miso.miso.schema import InteractionValidator
 
 if t.TYPE_CHECKING:
     from target_miso.mappings import Mapping

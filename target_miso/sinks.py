@@ -14,7 +14,7 @@ import typing as t
 import orjson
 from singer_sdk.sinks import BatchSink
 
-from target_miso.delivery import Batch
+from target_miso.run.delivery import Batch
 from target_miso.mappings import MappingConfigError, MappingError
 from target_miso.reader import line_text
 

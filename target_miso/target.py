@@ -4,7 +4,7 @@ Data flows one way: Singer RECORD -> the stream's mapping -> validation -> batch
 ``Delivery`` (concurrent POSTs) -> STATE. At each checkpoint every batch is handed to
 delivery, and the checkpoint's STATE is written only once the requests on the wire at that
 moment were answered, so every earlier record was accepted by Miso or set aside in the
-rejects file (``checkpoints.py``); reading goes on meanwhile. When delivery fails, the run
+rejects file (``run/checkpoints.py``); reading goes on meanwhile. When delivery fails, the run
 stops with a non-zero exit and no STATE past the records that were not delivered.
 """
 
@@ -31,12 +31,12 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_miso.catalog_deletes import CatalogError
-from target_miso.catalog_sync import CATALOG_SETTINGS, Catalogs, CatalogSink
-from target_miso.checkpoints import Checkpoint, CheckpointQueue
-from target_miso.client import MisoAPIError, MisoClient
-from target_miso.delivery import Delivery
-from target_miso.graceful_stop import GracefulStop
+from target_miso.catalog.deletes import CatalogError
+from target_miso.catalog.sync import CATALOG_SETTINGS, Catalogs, CatalogSink
+from target_miso.run.checkpoints import Checkpoint, CheckpointQueue
+from target_miso.miso.client import MisoAPIError, MisoClient
+from target_miso.run.delivery import Delivery
+from target_miso.run.graceful_stop import GracefulStop
 from target_miso.mappings import MappingConfigError, build_mapping, check_mappings
 from target_miso.reader import (
     FIX_THE_TAP,
@@ -46,13 +46,13 @@ from target_miso.reader import (
     line_text,
     stream_of,
 )
-from target_miso.rejects import (
+from target_miso.run.rejects import (
     RejectsFile,
     RejectsWriteError,
     TooManyRejectsError,
     check_rejects_path,
 )
-from target_miso.schema import InteractionValidator
+from target_miso.miso.schema import InteractionValidator
 from target_miso.sinks import InteractionsSink
 
 if t.TYPE_CHECKING:
@@ -766,7 +766,7 @@ class TargetMiso(Target):
             self._checkpoints.release_ready()
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        # SIGTERM/SIGINT (graceful_stop.py): the handler only records the request; the read
+        # SIGTERM/SIGINT (run/graceful_stop.py): the handler only records the request; the read
         # loop then ends and the run is finished the ordinary way, then exits 128+signal.
         stop = getattr(self, "_stop", None)
         if stop is None:  # still starting up: nothing was read, nothing to deliver

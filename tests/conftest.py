@@ -8,7 +8,7 @@ import typing as t
 
 import pytest
 
-from target_miso.sandbox import Sandbox
+from target_miso.miso.sandbox import Sandbox
 from tests.helpers import API_KEY, MELTANO, PLUGINS, ROOT
 
 

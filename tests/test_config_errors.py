@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from target_miso.sandbox import Sandbox
+from target_miso.miso.sandbox import Sandbox
 from tests.helpers import (
     interaction,
     read_rejects,

@@ -36,7 +36,7 @@ from singer_sdk.testing.target_tests import (
 )
 from singer_sdk.testing.templates import TargetFileTestTemplate
 
-from target_miso.sandbox import Sandbox
+from target_miso.miso.sandbox import Sandbox
 from target_miso.target import TargetMiso
 from tests import data_files
 from tests.helpers import API_KEY

@@ -18,8 +18,8 @@ __all__ = ["PRESETS", "Mapping", "MappingConfigError", "MappingError", "build_ma
 #: preset name -> "module:Class", imported on first use.
 PRESETS: dict[str, str] = {
     "passthrough": "target_miso.mappings.passthrough:PassthroughMapping",
-    "snowplow": "target_miso.mappings.snowplow:SnowplowMapping",
-    "custom": "target_miso.mappings.declarative:CustomMapping",
+    "snowplow": "target_miso.mappings.snowplow.preset:SnowplowMapping",
+    "custom": "target_miso.mappings.declarative.preset:CustomMapping",
     "ga4": "target_miso.mappings.ga4:GA4Mapping",
     "segment": "target_miso.mappings.segment:SegmentMapping",
 }
@@ -129,7 +129,7 @@ def check_mappings(mappings: t.Mapping[str, t.Any]) -> None:
     """
     if not isinstance(mappings, dict):
         raise MappingConfigError("mappings", "must be an object of stream name -> options")
-    from target_miso.catalog import CatalogOptions, stream_kind  # noqa: PLC0415 - import cycle
+    from target_miso.catalog.mapping import CatalogOptions, stream_kind  # noqa: PLC0415 - import cycle
 
     for key, options in mappings.items():
         if options is not None and not isinstance(options, dict):

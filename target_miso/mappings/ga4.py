@@ -13,9 +13,9 @@ import datetime as dt
 import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
-from target_miso.mappings.declarative_fields import build_interaction
+from target_miso.mappings.declarative.fields import build_interaction
 from target_miso.normalize import parse_json_text, to_number
-from target_miso.schema import INTERACTION_TYPES, allowed_fields
+from target_miso.miso.schema import INTERACTION_TYPES, allowed_fields
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping as MappingType
@@ -165,7 +165,7 @@ class GA4Mapping(Mapping):
         self.video_id_param = str(options.get("video_id_param", "video_url"))
         self.page_rules = None
         if options.get("page_rules") is not None:
-            from target_miso.mappings.declarative_pages import read_page_rules  # noqa: PLC0415
+            from target_miso.mappings.declarative.pages import read_page_rules  # noqa: PLC0415
 
             self.page_rules = read_page_rules(options["page_rules"], f"{config_path}.page_rules")
 

@@ -27,7 +27,7 @@ import urllib.parse
 
 from target_miso.mappings.base import MappingConfigError
 from target_miso.mappings.field_templates import compile_fields
-from target_miso.schema import COMMON_FIELDS, TYPE_FIELDS
+from target_miso.miso.schema import COMMON_FIELDS, TYPE_FIELDS
 
 #: Named groups a pattern may use, and the Miso field each fills.
 GROUP_FIELDS = {

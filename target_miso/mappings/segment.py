@@ -12,9 +12,9 @@ import re
 import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
-from target_miso.mappings.declarative_fields import build_interaction
+from target_miso.mappings.declarative.fields import build_interaction
 from target_miso.normalize import parse_json_text, to_number
-from target_miso.schema import INTERACTION_TYPES, allowed_fields
+from target_miso.miso.schema import INTERACTION_TYPES, allowed_fields
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping as MappingType
@@ -169,7 +169,7 @@ class SegmentMapping(Mapping):
     def _read_page_rules(self, setting: object) -> t.Any:
         if setting is None:
             return None
-        from target_miso.mappings.declarative_pages import read_page_rules  # noqa: PLC0415
+        from target_miso.mappings.declarative.pages import read_page_rules  # noqa: PLC0415
 
         return read_page_rules(setting, f"{self.config_path}.page_rules")
 

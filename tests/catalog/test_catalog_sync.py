@@ -21,7 +21,7 @@ from tests.helpers import (
 if t.TYPE_CHECKING:
     from pathlib import Path
 
-    from target_miso.sandbox import Sandbox
+    from target_miso.miso.sandbox import Sandbox
 
 PRODUCT_SCHEMA = {
     "type": "object",

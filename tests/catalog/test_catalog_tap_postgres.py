@@ -18,7 +18,7 @@ import pytest
 from tests.helpers import run_target, write_config
 
 if t.TYPE_CHECKING:
-    from target_miso.sandbox import Sandbox
+    from target_miso.miso.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from target_miso import samples
-from target_miso.sandbox import Sandbox
+from target_miso.miso.sandbox import Sandbox
 from tests.helpers import API_KEY, MELTANO, ROOT
 
 DATABASE = "target_miso_e2e"

@@ -8,7 +8,7 @@ import typing as t
 from pathlib import Path
 
 from target_miso.mappings import build_mapping
-from target_miso.schema import InteractionValidator
+from target_miso.miso.schema import InteractionValidator
 
 DATA = Path(__file__).parent / "data"
 VALIDATOR = InteractionValidator()

@@ -8,7 +8,7 @@ import pytest
 
 from target_miso import samples
 from target_miso.mappings import build_mapping
-from target_miso.schema import InteractionValidator
+from target_miso.miso.schema import InteractionValidator
 from tests.helpers import read_rejects, run_target, write_config
 
 STREAM = "atomic-events"

@@ -24,10 +24,10 @@ import typing as t
 
 import orjson
 
-from target_miso.catalog_schema import CATALOG_KINDS, FIELDS
+from target_miso.catalog.schema import CATALOG_KINDS, FIELDS
 from target_miso.mappings.base import MappingConfigError, MappingError
-from target_miso.mappings.declarative_expressions import Expression, Scope, new_evaluator
-from target_miso.mappings.declarative_fields import ValueSpec
+from target_miso.mappings.declarative.expressions import Expression, Scope, new_evaluator
+from target_miso.mappings.declarative.fields import ValueSpec
 from target_miso.normalize import parse_json_text, plain, to_number, to_utc_timestamp
 
 if t.TYPE_CHECKING:

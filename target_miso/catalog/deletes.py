@@ -15,8 +15,8 @@ import logging
 import typing as t
 
 if t.TYPE_CHECKING:
-    from target_miso.catalog import CatalogOptions
-    from target_miso.client import MisoClient
+    from target_miso.catalog.mapping import CatalogOptions
+    from target_miso.miso.client import MisoClient
 
 LOGGER = logging.getLogger("target-miso")
 #: Ids per bulk delete request, as Miso's own tools send them.

@@ -22,7 +22,7 @@ import typing as t
 
 from target_miso.mappings.base import MappingConfigError
 from target_miso.mappings.field_templates import FieldTemplate, compile_fields
-from target_miso.schema import COMMON_FIELDS, INTERACTION_TYPES, TYPE_FIELDS
+from target_miso.miso.schema import COMMON_FIELDS, INTERACTION_TYPES, TYPE_FIELDS
 
 #: Placeholder -> the struct column it reads.
 STRUCT_COLUMNS = {

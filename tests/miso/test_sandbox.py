@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from target_miso.sandbox import Sandbox
+from target_miso.miso.sandbox import Sandbox
 from tests.helpers import API_KEY
 from tests.helpers import interaction as source_record
 
@@ -126,7 +126,7 @@ def test_unknown_fault_option_is_refused():
 def test_command_line_sandbox_serves_and_reports(tmp_path):
     capture = tmp_path / "received.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "target_miso.sandbox", "--port", "0", "--api-key", API_KEY,
+        [sys.executable, "-m", "target_miso.miso.sandbox", "--port", "0", "--api-key", API_KEY,
          "--capture", str(capture)],
         stdout=subprocess.PIPE,
         text=True,

@@ -9,7 +9,7 @@ Shape of the options (every part is checked at start-up)::
     fields: {<field path>: <value>}  # applied to every interaction whose type accepts them
 
 A ``<type>`` is a Miso interaction type or ``skip``. Field paths and values are described
-in ``declarative_fields``; expressions in ``declarative_expressions``.
+in ``fields.py``; expressions in ``expressions.py``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
-from target_miso.mappings.declarative_expressions import Expression, Scope, new_evaluator
-from target_miso.mappings.declarative_fields import ValueSpec, build_interaction, check_field_path
-from target_miso.schema import INTERACTION_TYPES, allowed_fields
+from target_miso.mappings.declarative.expressions import Expression, Scope, new_evaluator
+from target_miso.mappings.declarative.fields import ValueSpec, build_interaction, check_field_path
+from target_miso.miso.schema import INTERACTION_TYPES, allowed_fields
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping as MappingType

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from target_miso.client import MisoResponseError
+from target_miso.miso.client import MisoResponseError
 
 if t.TYPE_CHECKING:
-    from target_miso.client import MisoClient
-    from target_miso.rejects import RejectsFile
+    from target_miso.miso.client import MisoClient
+    from target_miso.run.rejects import RejectsFile
 
 #: How many times the refused records of one batch are removed and the rest resent.
 _MAX_RECOVERY_ROUNDS = 3

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import orjson
 
-from target_miso.schema import InteractionValidator, is_valid_interaction
+from target_miso.miso.schema import InteractionValidator, is_valid_interaction
 
 DEFAULT_PORT = 8787
 _BOT_BLOCKING = (

@@ -21,7 +21,7 @@ from target_miso.mappings.base import MappingError
 from target_miso.normalize import to_number
 
 if t.TYPE_CHECKING:
-    from target_miso.mappings.snowplow_event import SnowplowEvent
+    from target_miso.mappings.snowplow.event import SnowplowEvent
 
 ECOMMERCE = "com_snowplowanalytics_snowplow_ecommerce"
 ECOMMERCE_ACTION = f"{ECOMMERCE}_snowplow_ecommerce_action"

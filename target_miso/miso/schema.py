@@ -283,7 +283,7 @@ class InteractionValidator:
     @functools.cached_property
     def _is_valid(self) -> t.Callable[[t.Any], bool]:
         # Built on first use: compiling it cost 0.2 s of every run's start-up, and the hot
-        # path never needs it (tests/test_schema.py checks the schema itself).
+        # path never needs it (tests/miso/test_schema.py checks the schema itself).
         return FiniteNumberValidator(interaction_schema()).is_valid
 
     def reasons(self, record: dict[str, t.Any]) -> list[str]:
@@ -380,7 +380,7 @@ def _count_mismatch(record: dict[str, t.Any]) -> list[str]:
 # --- The fast check --------------------------------------------------------------------
 # jsonschema needs ~500 us per record on this schema (29 if/then branches), fastjsonschema
 # ~50 us; the hand-written check below needs a few. It implements exactly the generated
-# schema, built from the same tables, and tests/test_schema.py proves the two agree on
+# schema, built from the same tables, and tests/miso/test_schema.py proves the two agree on
 # generated records. Keep them in step: change a table, never one side alone.
 
 _TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)

@@ -15,7 +15,7 @@ import typing as t
 
 import jsonschema
 
-from target_miso.schema import TIMESTAMP_PATTERN
+from target_miso.miso.schema import TIMESTAMP_PATTERN
 
 #: Catalog kind -> its id field (the kind is also the endpoint: ``/v1/<kind>``).
 CATALOG_KINDS: dict[str, str] = {"products": "product_id", "users": "user_id"}

@@ -7,7 +7,7 @@ A catalog stream's record goes: mapping -> validation (invalid ones to the rejec
 ``POST /v1/products`` or ``/v1/users``. At each checkpoint, after delivery settled, the
 hashes of accepted records are committed (with ``wait_for_tasks``, once their task is done).
 On a full-table sync (ACTIVATE_VERSION) ids missing from the source may be deleted
-(``catalog_deletes``).
+(``deletes.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import typing as t
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from target_miso.catalog import CatalogMapping, CatalogOptions, content_hash, stream_kind
-from target_miso.catalog_deletes import CatalogError, delete_missing
-from target_miso.catalog_hashes import CatalogHashes, environment_key
-from target_miso.catalog_schema import CatalogValidator
-from target_miso.delivery import Batch
+from target_miso.catalog.mapping import CatalogMapping, CatalogOptions, content_hash, stream_kind
+from target_miso.catalog.deletes import CatalogError, delete_missing
+from target_miso.catalog.hashes import CatalogHashes, environment_key
+from target_miso.catalog.schema import CatalogValidator
+from target_miso.run.delivery import Batch
 from target_miso.mappings import options_for
 from target_miso.sinks import SET_ASIDE, InteractionsSink
 

@@ -6,13 +6,13 @@ What maps to what (docs/snowplow.md has the full table and every option):
   page's engaged time from its page pings as ``duration``;
 * the e-commerce plugin's actions -> product_detail_page_view, impression, click,
   add_to_cart, remove_from_cart, checkout (with quantities and revenue), refund
-  (``snowplow_ecommerce``);
+  (``ecommerce.py``);
 * legacy ``transaction`` + ``transaction_item`` rows -> one checkout per order;
-* site_search -> search; struct events -> ``struct_rules`` (``snowplow_struct``); media end
+* site_search -> search; struct events -> ``struct_rules`` (``struct.py``); media end
   events -> watch/listen;
 * anything else is skipped and counted by event name.
 
-Rows arrive in any of the warehouse layouts; ``snowplow_event`` reads them all the same way.
+Rows arrive in any of the warehouse layouts; ``event.py`` reads them all the same way.
 Page views (waiting for their pings and for the e-commerce plugin's product view of the same
 page) and legacy orders (waiting for their items) are held until ``flush()``, which the
 target calls before every checkpoint. Event ids are deduplicated within the run and across
@@ -29,13 +29,13 @@ import typing as t
 from target_miso.mappings.base import Held, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.field_templates import place
 from target_miso.mappings.rules import compile_page_rules
-from target_miso.mappings.seen_events import SeenEvents
-from target_miso.mappings.snowplow_common import common_fields, truncated_ip
-from target_miso.mappings.snowplow_ecommerce import ECOMMERCE_ACTION, ecommerce_fields
-from target_miso.mappings.snowplow_event import SnowplowEvent
-from target_miso.mappings.snowplow_struct import compile_struct_rules, struct_values
+from target_miso.mappings.snowplow.seen_events import SeenEvents
+from target_miso.mappings.snowplow.common import common_fields, truncated_ip
+from target_miso.mappings.snowplow.ecommerce import ECOMMERCE_ACTION, ecommerce_fields
+from target_miso.mappings.snowplow.event import SnowplowEvent
+from target_miso.mappings.snowplow.struct import compile_struct_rules, struct_values
 from target_miso.normalize import to_number
-from target_miso.schema import TYPE_FIELDS
+from target_miso.miso.schema import TYPE_FIELDS
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping as MappingType

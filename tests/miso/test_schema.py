@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from target_miso.schema import (
+from target_miso.miso.schema import (
     ALL_FIELDS,
     ITEM_REQUIRED_TYPES,
     TYPE_FIELDS,

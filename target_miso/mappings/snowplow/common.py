@@ -20,7 +20,7 @@ from target_miso.mappings.base import MappingError
 from target_miso.normalize import to_utc_timestamp
 
 if t.TYPE_CHECKING:
-    from target_miso.mappings.snowplow_event import SnowplowEvent
+    from target_miso.mappings.snowplow.event import SnowplowEvent
 
 CLIENT_SESSION = "com_snowplowanalytics_snowplow_client_session"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

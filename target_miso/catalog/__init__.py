@@ -1,0 +1,1 @@
+"""Catalog streams: product and user tables synced to Miso's /v1/products and /v1/users."""

@@ -1,0 +1,1 @@
+"""The declarative (``custom``) preset: fields from columns, constants or expressions."""

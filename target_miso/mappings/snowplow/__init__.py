@@ -1,0 +1,1 @@
+"""The Snowplow preset: atomic events to interactions, with zero custom code."""

@@ -1,0 +1,1 @@
+"""One run of the target: delivery, checkpoints and STATE, rejects, stopping, the summary."""
