@@ -14,12 +14,14 @@ import typing as t
 import orjson
 from singer_sdk.sinks import BatchSink
 
-from target_miso.run.delivery import Batch
 from target_miso.mappings import MappingConfigError, MappingError
 from target_miso.reader import line_text
+from target_miso.run.delivery import Batch
 
 if t.TYPE_CHECKING:
-    from target_miso.target import TargetMiso
+    from singer_sdk import Target
+
+    from target_miso.run.run import HasRun
 
 #: What ``map_or_set_aside`` returns for a record it set aside.
 SET_ASIDE = object()
@@ -111,7 +113,7 @@ class InteractionsSink(BatchSink):
 
     def __init__(
         self,
-        target: TargetMiso,
+        target: Target,
         stream_name: str,
         schema: dict,
         key_properties: t.Sequence[str] | None,
@@ -119,20 +121,21 @@ class InteractionsSink(BatchSink):
         """Create the sink; the mapping is bound in ``setup``.
 
         Args:
-            target: The running target, which owns delivery, rejects and mappings.
+            target: The running target (the SDK passes it); the sink uses only its ``run``,
+                which owns delivery, rejects and mappings.
             stream_name: The stream (or its stream-map alias).
             schema: The stream's schema.
             key_properties: The stream's key properties.
         """
         super().__init__(target, stream_name, schema, key_properties)
-        self._target = target
+        self.run = t.cast("HasRun", target).run
         self._max_bytes = int(target.config["max_request_bytes"]) - _ENVELOPE_BYTES
         self._batch = self._new_batch()
         self._full: list[Batch] = []
 
     def setup(self) -> None:
         """Find this stream's mapping (errors in its options stop the run here)."""
-        self.mapping = self._target.mapping_for(self.stream_name, self.schema)
+        self.mapping = self.run.mapping_for(self.stream_name, self.schema)
 
     def get_validator(self) -> None:
         """Skip the SDK's validation of incoming records against the tap's schema.
@@ -167,7 +170,7 @@ class InteractionsSink(BatchSink):
                 target passes it (no stream maps). The batch keeps what the mapping chooses
                 (``kept_source``), else this line, else the record.
         """
-        self._target.tally.records_in += 1
+        self.run.tally.records_in += 1
         interactions = self.map_or_set_aside(self.mapping.map, record, context)
         if interactions is SET_ASIDE:
             return
@@ -206,7 +209,7 @@ class InteractionsSink(BatchSink):
             reason = "record: nests objects or arrays too deeply to be mapped"
         except Exception as error:  # one record never ends the run
             reason = f"record: the mapping failed on it ({type(error).__name__}: {error})"
-        self._target.set_aside(self.stream_name, [reason], record, None, "mapping")
+        self.run.set_aside(self.stream_name, [reason], record, None, "mapping")
         return SET_ASIDE
 
     def encode_or_set_aside(self, mapped: dict[str, t.Any], source: object) -> bytes | None:
@@ -231,7 +234,7 @@ class InteractionsSink(BatchSink):
             reason = problem or (
                 f"record: {len(encoded)} bytes once encoded, more than max_request_bytes allows"
             )
-        self._target.set_aside(self.stream_name, [reason], source, mapped, "validation")
+        self.run.set_aside(self.stream_name, [reason], source, mapped, "validation")
         return None
 
     def add_interaction(
@@ -244,10 +247,10 @@ class InteractionsSink(BatchSink):
             source: The source record it came from.
             kept: What the batch keeps of the source (its Singer line); default: ``source``.
         """
-        target = self._target
-        reasons = target.validator.reasons(interaction)
+        run = self.run
+        reasons = run.validator.reasons(interaction)
         if reasons:
-            target.set_aside(self.stream_name, reasons, source, interaction, "validation")
+            run.set_aside(self.stream_name, reasons, source, interaction, "validation")
             return
         encoded = self.encode_or_set_aside(interaction, source)
         if encoded is None:
@@ -257,7 +260,7 @@ class InteractionsSink(BatchSink):
             self._seal()
             batch = self._batch
         batch.add(encoded, source if kept is None else kept)
-        target.tally.interactions += 1
+        run.tally.interactions += 1
         if len(batch) >= self.max_size:
             self._seal()
 
@@ -280,7 +283,7 @@ class InteractionsSink(BatchSink):
             self._seal()
         full, self._full = self._full, []
         for batch in full:
-            self._target.delivery.submit(batch)
+            self.run.delivery.submit(batch)
 
     def _seal(self) -> None:
         self._full.append(self._batch)

@@ -13,7 +13,6 @@ On a full-table sync (ACTIVATE_VERSION) ids missing from the source may be delet
 from __future__ import annotations
 
 import collections
-import functools
 import sqlite3
 import threading
 import time
@@ -22,16 +21,16 @@ import typing as t
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
 
-from target_miso.catalog.mapping import CatalogMapping, CatalogOptions, content_hash, stream_kind
 from target_miso.catalog.deletes import CatalogError, delete_missing
 from target_miso.catalog.hashes import CatalogHashes, environment_key
+from target_miso.catalog.mapping import CatalogMapping, CatalogOptions, stream_kind
 from target_miso.catalog.schema import CatalogValidator
-from target_miso.run.delivery import Batch
 from target_miso.mappings import options_for
-from target_miso.sinks import SET_ASIDE, InteractionsSink
 
 if t.TYPE_CHECKING:
-    from target_miso.target import TargetMiso
+    import logging
+
+    from target_miso.miso.client import MisoClient
 
 DEFAULT_CATALOG_STORE = ".target-miso/catalog-hashes.sqlite"
 #: Ids a dry run lists in the run summary (the log has them all).
@@ -196,10 +195,10 @@ class CatalogStream:
             )
             self.seen_ids = set()
             return
-        target = self.catalogs.target
+        run = self.catalogs.run
         outcome = delete_missing(
-            target.client, self.name, self.options, self.seen_ids,
-            dry_run=self.options.delete_dry_run or bool(target.config["dry_run"]),
+            run.client, self.name, self.options, self.seen_ids,
+            dry_run=self.options.delete_dry_run or bool(run.config["dry_run"]),
         )
         if outcome.dry_run:
             self.would_delete += outcome.missing
@@ -235,18 +234,29 @@ class CatalogStream:
         return f"  catalog stream {self.name} ({self.kind}): " + ", ".join(parts)
 
 
+class CatalogRun(t.Protocol):
+    """What the catalog code needs of the run (``run/run.py``), which owns it."""
+
+    config: t.Mapping[str, t.Any]
+    logger: logging.Logger
+    client: MisoClient
+
+    def checkpoint(self) -> None:
+        """Deliver and commit everything read so far."""
+
+
 class Catalogs:
     """The run's catalog streams, their hash store, task waits and end-of-input deletes."""
 
-    def __init__(self, target: TargetMiso) -> None:
+    def __init__(self, run: CatalogRun) -> None:
         """Read the catalog settings.
 
         Args:
-            target: The running target.
+            run: The run (settings, logger, API client, checkpoints).
         """
-        config = target.config
-        self.target = target
-        self.logger = target.logger
+        config = run.config
+        self.run = run
+        self.logger = run.logger
         self.dry_run = bool(config["dry_run"])
         self.wait_for_tasks = bool(config.get("wait_for_tasks", False))
         self.task_wait_seconds = float(config.get("task_wait_seconds", 300))
@@ -303,7 +313,7 @@ class Catalogs:
         Returns:
             True for ``kind: products`` or ``kind: users``.
         """
-        path, options = options_for(stream_name, self.target.config.get("mappings") or {})
+        path, options = options_for(stream_name, self.run.config.get("mappings") or {})
         return stream_kind(options, path) != "interactions"
 
     def stream(self, stream_name: str) -> CatalogStream:
@@ -317,7 +327,7 @@ class Catalogs:
         """
         catalog = self.streams.get(stream_name)
         if catalog is None:
-            path, options = options_for(stream_name, self.target.config.get("mappings") or {})
+            path, options = options_for(stream_name, self.run.config.get("mappings") or {})
             catalog = CatalogStream(self, stream_name, CatalogOptions(options, path))
             self.streams[stream_name] = catalog
             self.logger.info("Stream '%s' is synced to Miso's %s", stream_name, catalog.kind)
@@ -335,7 +345,7 @@ class Catalogs:
         """
         catalog = self.stream(stream_name)
         if catalog.seen_ids:
-            self.target.checkpoint()  # deliver and commit everything read so far first
+            self.run.checkpoint()  # deliver and commit everything read so far first
             catalog.run_deletes()
         else:
             catalog.full_table_pending = True
@@ -351,7 +361,7 @@ class Catalogs:
                 "is deleted", ", ".join(c.name for c in pending),
             )
             return
-        self.target.checkpoint()
+        self.run.checkpoint()
         for catalog in pending:
             catalog.run_deletes()
 
@@ -373,7 +383,7 @@ class Catalogs:
         Raises:
             CatalogError: If a task failed.
         """
-        client = self.target.client
+        client = self.run.client
         deadline = time.monotonic() + self.task_wait_seconds
         states = dict.fromkeys(task_ids, "running")
         delay = 0.2
@@ -409,90 +419,3 @@ class Catalogs:
         """Close the hash store."""
         if self._hashes is not None:
             self._hashes.close()
-
-
-class CatalogSink(InteractionsSink):
-    """Maps one stream's rows to product or user records and batches the changed ones."""
-
-    def __init__(
-        self,
-        target: TargetMiso,
-        stream_name: str,
-        schema: dict,
-        key_properties: t.Sequence[str] | None,
-    ) -> None:
-        """Create the sink.
-
-        Args:
-            target: The running target.
-            stream_name: The stream (or its stream-map alias).
-            schema: The stream's schema.
-            key_properties: The stream's key properties.
-        """
-        self.catalog = target.catalogs.stream(stream_name)
-        super().__init__(target, stream_name, schema, key_properties)
-
-    def setup(self) -> None:
-        """Check the mapping against the stream's columns (mistakes stop the run here)."""
-        self.catalog.mapping.bind_schema(self.schema)
-
-    @property
-    def max_size(self) -> int:
-        """Records per request: ``catalog_batch_size_rows``."""
-        return self._target.catalogs.batch_size_rows
-
-    def process_record(self, record: dict, context: dict) -> None:
-        """Map, validate, compare and batch one source row.
-
-        Args:
-            record: The row as the tap sent it.
-            context: ``{"line": ...}``: the Singer line, when the target passes it.
-        """
-        target, catalog = self._target, self.catalog
-        target.tally.records_in += 1
-        catalog.counts["read"] += 1
-        mapped = self.map_or_set_aside(catalog.mapping.map, record, context)
-        if mapped is SET_ASIDE:
-            return
-        if mapped is None:
-            catalog.counts["filtered"] += 1
-            return
-        record_id = mapped.get(catalog.options.id_field)
-        if isinstance(record_id, str):
-            catalog.seen_ids.add(record_id)
-        reasons = catalog.validator.reasons(mapped)
-        if reasons:
-            target.set_aside(self.stream_name, reasons, record, mapped, "validation")
-            return
-        encoded = self.encode_or_set_aside(mapped, record)
-        if encoded is None:
-            return
-        digest = content_hash(mapped)
-        if catalog.is_unchanged(record_id, digest):
-            catalog.counts["unchanged"] += 1
-            return
-        batch = self._batch
-        if batch.records and batch.size_bytes + len(encoded) + 1 > self._max_bytes:
-            self._seal()
-            batch = self._batch
-        batch.add(encoded, record)
-        self._keys.append((record_id, digest))
-        if len(batch) >= self.max_size:
-            self._seal()
-
-    def activate_version(self, new_version: int) -> None:  # noqa: ARG002
-        """A full-table sync of this stream: see ``Catalogs.activate_version``.
-
-        Args:
-            new_version: The table version (not needed: ids seen in this run decide).
-        """
-        self._target.catalogs.activate_version(self.stream_name)
-
-    def _new_batch(self) -> Batch:
-        keys: list[tuple[str, str]] = []
-        self._keys = keys
-        return Batch(
-            self.stream_name,
-            path=self.catalog.path,
-            on_stored=functools.partial(self.catalog.stored, keys),
-        )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
-from target_miso.normalize import normalize_interaction
 from target_miso.miso.schema import ALL_FIELDS
+from target_miso.normalize import normalize_interaction
 
 _MISO_FIELDS = frozenset(ALL_FIELDS)
 

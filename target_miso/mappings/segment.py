@@ -13,8 +13,8 @@ import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
 from target_miso.mappings.declarative.fields import build_interaction
-from target_miso.normalize import parse_json_text, to_number
 from target_miso.miso.schema import INTERACTION_TYPES, allowed_fields
+from target_miso.normalize import parse_json_text, to_number
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping as MappingType

@@ -19,7 +19,6 @@ import threading
 import typing as t
 from pathlib import Path
 
-
 LOGGER = logging.getLogger("target-miso")
 #: Per stream, stage and field, the first few rejects are logged (never with values).
 _LOGGED_PER_KIND = 5

@@ -14,10 +14,10 @@ import typing as t
 
 from target_miso.mappings.base import MappingConfigError, MappingError
 from target_miso.mappings.declarative.expressions import Expression
+from target_miso.miso.schema import ALL_FIELDS
 from target_miso.normalize import as_id_text as _as_text
 from target_miso.normalize import as_list as _as_list
 from target_miso.normalize import normalize_field, parse_json_text, plain, to_number
-from target_miso.miso.schema import ALL_FIELDS
 
 if t.TYPE_CHECKING:
     from target_miso.mappings.declarative.expressions import Scope
