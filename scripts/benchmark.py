@@ -43,7 +43,14 @@ def interaction_lines(count: int):
         "schema": {
             "properties": {
                 name: {}
-                for name in ("type", "user_id", "anonymous_id", "timestamp", "product_ids", "context")
+                for name in (
+                    "type",
+                    "user_id",
+                    "anonymous_id",
+                    "timestamp",
+                    "product_ids",
+                    "context",
+                )
             },
         },
     }
@@ -88,8 +95,15 @@ class Sandbox:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [str(BIN / "target-miso-sandbox"), "--port", str(self.port), "--api-key", API_KEY,
-             "--latency-ms", str(latency_ms)],
+            [
+                str(BIN / "target-miso-sandbox"),
+                "--port",
+                str(self.port),
+                "--api-key",
+                API_KEY,
+                "--latency-ms",
+                str(latency_ms),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -162,7 +176,9 @@ def install_vendor() -> Path:
     python = VENDOR_VENV / "bin" / "python"
     if not (VENDOR_VENV / "bin" / "target-miso").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENDOR_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "target-miso==0.9.5"], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "target-miso==0.9.5"], check=True
+        )
     return VENDOR_VENV / "bin" / "target-miso"
 
 
@@ -189,10 +205,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--shape", choices=["interactions", "snowplow"], default="interactions")
-    parser.add_argument("--latency", type=int, nargs="+", default=[0, 50],
-                        help="API latencies to measure, in ms")
-    parser.add_argument("--vendor", action="store_true",
-                        help="also run the vendor's target-miso==0.9.5 (needs PyPI)")
+    parser.add_argument(
+        "--latency", type=int, nargs="+", default=[0, 50], help="API latencies to measure, in ms"
+    )
+    parser.add_argument(
+        "--vendor",
+        action="store_true",
+        help="also run the vendor's target-miso==0.9.5 (needs PyPI)",
+    )
     args = parser.parse_args()
 
     vendor = install_vendor() if args.vendor else None
@@ -201,8 +221,10 @@ def main() -> None:
         input_path = workdir / "input.singer"
         write_input(args.shape, args.records, input_path)
         size_mb = input_path.stat().st_size / 1e6
-        print(f"input: {args.records} {args.shape} records, {size_mb:.0f} MB; "
-              f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        print(
+            f"input: {args.records} {args.shape} records, {size_mb:.0f} MB; "
+            f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+        )
         rows = []
         for latency in args.latency:
             sandbox = Sandbox(latency)
@@ -210,11 +232,21 @@ def main() -> None:
                 results = {}
                 programs = [
                     ("target-miso", target_command(sandbox, workdir, args.shape)),
-                    ("yardstick", [sys.executable, str(ROOT / "scripts" / "yardstick.py"),
-                                   sandbox.url, API_KEY, args.shape]),
+                    (
+                        "yardstick",
+                        [
+                            sys.executable,
+                            str(ROOT / "scripts" / "yardstick.py"),
+                            sandbox.url,
+                            API_KEY,
+                            args.shape,
+                        ],
+                    ),
                 ]
                 if vendor is not None:
-                    programs.append(("vendor 0.9.5", vendor_command(vendor, sandbox, workdir, args.shape)))
+                    programs.append(
+                        ("vendor 0.9.5", vendor_command(vendor, sandbox, workdir, args.shape))
+                    )
                 for name, command in programs:
                     sandbox.reset()
                     result = run_measured(command, input_path)
@@ -224,13 +256,17 @@ def main() -> None:
             finally:
                 sandbox.stop()
         print()
-        print(f"{'latency':>8} {'program':<13} {'records/s':>10} {'wall s':>7} {'CPU s':>6} "
-              f"{'CPU us/rec':>10} {'peak RSS MB':>11} {'delivered':>9}")
+        print(
+            f"{'latency':>8} {'program':<13} {'records/s':>10} {'wall s':>7} {'CPU s':>6} "
+            f"{'CPU us/rec':>10} {'peak RSS MB':>11} {'delivered':>9}"
+        )
         for latency, name, result in rows:
-            print(f"{latency:>6}ms {name:<13} {args.records / result['wall']:>10,.0f} "
-                  f"{result['wall']:>7.2f} {result['cpu']:>6.2f} "
-                  f"{result['cpu'] / args.records * 1e6:>10.1f} {result['rss_mb']:>11.0f} "
-                  f"{result['delivered']:>9}")
+            print(
+                f"{latency:>6}ms {name:<13} {args.records / result['wall']:>10,.0f} "
+                f"{result['wall']:>7.2f} {result['cpu']:>6.2f} "
+                f"{result['cpu'] / args.records * 1e6:>10.1f} {result['rss_mb']:>11.0f} "
+                f"{result['delivered']:>9}"
+            )
         print()
         by = {(latency, name): result for latency, name, result in rows}
         for latency in args.latency:

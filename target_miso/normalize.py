@@ -45,6 +45,7 @@ def to_utc_timestamp(value: object) -> str:
 
     Raises:
         ValueError: If the value is not a point in time.
+
     """
     if isinstance(value, str):
         if _CANONICAL.match(value):
@@ -90,11 +91,16 @@ def to_number(value: object) -> int | float:
 
     Raises:
         ValueError: If the value is not numeric.
+
     """
     if type(value) is int or type(value) is float:
         return value
     if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent >= 0 else float(value)
+        return (
+            int(value)
+            if value == value.to_integral_value() and value.as_tuple().exponent >= 0
+            else float(value)
+        )
     if isinstance(value, str):
         try:
             return float(value) if any(c in value for c in ".eE") else int(value)
@@ -115,6 +121,7 @@ def parse_json_text(value: object) -> object:
 
     Raises:
         ValueError: If a string is not valid JSON.
+
     """
     if isinstance(value, str):
         stripped = value.strip()
@@ -136,6 +143,7 @@ def plain(value: object) -> object:
 
     Returns:
         The cleaned value, or None when nothing is left of it.
+
     """
     kind = type(value)
     if kind is str:
@@ -181,6 +189,7 @@ def normalize_field(field: str, value: object) -> object:
 
     Raises:
         ValueError: If the value cannot take the form Miso needs.
+
     """
     if value is None or value == "":
         return None
@@ -202,7 +211,8 @@ def normalize_field(field: str, value: object) -> object:
 
 
 def normalize_interaction(
-    record: t.Mapping[str, object], fields: t.Container[str] | None = None,
+    record: t.Mapping[str, object],
+    fields: t.Container[str] | None = None,
 ) -> tuple[dict[str, object], list[str]]:
     """Normalize every field of an interaction-shaped record (the passthrough preset).
 
@@ -216,6 +226,7 @@ def normalize_interaction(
     Returns:
         The normalized record and the reasons of fields that could not be normalized
         (those fields keep their raw value so the rejects file shows it).
+
     """
     out: dict[str, object] = {}
     problems: list[str] = []
@@ -245,6 +256,7 @@ def as_id_text(value: object) -> object:
 
     Returns:
         The text of a number; any other value unchanged.
+
     """
     if isinstance(value, bool):
         return value
@@ -265,6 +277,7 @@ def as_list(field: str, value: object) -> object:
 
     Raises:
         ValueError: If text that starts like a JSON array is not valid JSON.
+
     """
     if isinstance(value, str):
         stripped = value.lstrip()

@@ -61,6 +61,7 @@ class BadInputLine(InvalidInputLine):
             line_number: The line's number in the input (from 1).
             problem: What is wrong, e.g. ``is not valid JSON``.
             advice: What to do about it.
+
         """
         super().__init__(f"Input line {line_number} {problem}. {advice}.")
         self.line_number = line_number
@@ -79,6 +80,7 @@ class UnreadableRecord(Exception):  # not an error of the run: a record set asid
 
         Args:
             reason: Why the line cannot be read.
+
         """
         super().__init__(reason)
         self.reason = reason
@@ -92,6 +94,7 @@ def might_hold_big_int(line: str | bytes) -> bool:
 
     Returns:
         True when the exact parser must read the line.
+
     """
     if type(line) is not bytes:
         line = line.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
@@ -106,6 +109,7 @@ def line_text(line: str | bytes) -> str:
 
     Returns:
         Text that keeps every byte, without the line break.
+
     """
     if isinstance(line, bytes):
         line = line.decode("utf-8", "backslashreplace")
@@ -120,6 +124,7 @@ def stream_of(line: str | bytes) -> str | None:
 
     Returns:
         The value of its first ``"stream"`` key, or None.
+
     """
     raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
     found = _STREAM.search(raw)
@@ -132,7 +137,7 @@ def stream_of(line: str | bytes) -> str | None:
     return stream if isinstance(stream, str) else None
 
 
-class _StopReading(Exception):  # noqa: N818 - a signal, not an error
+class _StopReading(Exception):
     """Raised by ``request_stop`` inside a blocked read, caught by the read loop."""
 
 
@@ -185,6 +190,7 @@ class OrjsonSingerReader(GenericSingerReader[t.Union[str, bytes]]):
 
         Raises:
             BadInputLine: If a line is not a Singer message (the run stops there).
+
         """
         counts: collections.Counter[str] = collections.Counter()
         unknown = self._process_unknown_message
@@ -228,6 +234,7 @@ class OrjsonSingerReader(GenericSingerReader[t.Union[str, bytes]]):
         Raises:
             _StopReading: When the reader is blocked waiting for input (a tap that is
                 still querying): the read is abandoned, no message was half processed.
+
         """
         self.stop_requested = True
         if self._waiting_for_input:
@@ -249,6 +256,7 @@ class OrjsonSingerReader(GenericSingerReader[t.Union[str, bytes]]):
         Raises:
             BadInputLine: If the line is not a JSON object.
             UnreadableRecord: If a RECORD line cannot be decoded.
+
         """
         self._line_number += 1
         if type(line) is bytes:

@@ -70,7 +70,9 @@ _FLOATS = frozenset({"geo_latitude", "geo_longitude", "se_value"})
 _TIMESTAMPS = frozenset(column for column in ATOMIC_COLUMNS if column.endswith("_tstamp"))
 
 WEB_PAGE = "iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0"
-ECOMMERCE_ACTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/snowplow_ecommerce_action/jsonschema/1-0-2"
+ECOMMERCE_ACTION = (
+    "iglu:com.snowplowanalytics.snowplow.ecommerce/snowplow_ecommerce_action/jsonschema/1-0-2"
+)
 PRODUCT = "iglu:com.snowplowanalytics.snowplow.ecommerce/product/jsonschema/1-0-0"
 TRANSACTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/transaction/jsonschema/1-0-0"
 REFUND = "iglu:com.snowplowanalytics.snowplow.ecommerce/refund/jsonschema/1-0-0"
@@ -171,14 +173,21 @@ def _ecommerce(number: int, seconds: float, action: str, products: list[dict], p
     contexts += extra.pop("contexts", [])
     values = _event(number, "snowplow_ecommerce_action", seconds, **extra)
     values["event_vendor"] = "com.snowplowanalytics.snowplow.ecommerce"
-    return LogicalEvent(values, unstruct=(ECOMMERCE_ACTION, {"type": action}), contexts=tuple(contexts))
+    return LogicalEvent(
+        values, unstruct=(ECOMMERCE_ACTION, {"type": action}), contexts=tuple(contexts)
+    )
 
 
 def _product(sku: str, **extra: t.Any) -> dict[str, t.Any]:
     return {"id": sku, "category": "Women/Shoes", "price": 29.95, "currency": "EUR", **extra}
 
 
-SPRING_SALE = {"id": "spring-sale", "name": "Spring sale", "product_ids": ["sku-10", "sku-11"], "position": 1}
+SPRING_SALE = {
+    "id": "spring-sale",
+    "name": "Spring sale",
+    "product_ids": ["sku-10", "sku-11"],
+    "position": 1,
+}
 
 
 def sample_events() -> list[LogicalEvent]:
@@ -257,6 +266,7 @@ def expected_interactions() -> list[dict[str, t.Any]]:
 
     Written out by hand (not computed by the preset), so a test comparing the two can fail.
     """
+
     def ts(seconds: float) -> str:
         return _at(seconds + 0.3).replace(" ", "T") + "Z"
 
@@ -339,8 +349,13 @@ def render_tsv_shaped(events: t.Iterable[LogicalEvent]) -> list[dict[str, str | 
         row = {column: _text(column, event.atomic.get(column)) for column in ENRICHED_TSV_COLUMNS}
         if event.unstruct:
             schema, data = event.unstruct
-            row["unstruct_event"] = json.dumps({"schema": _UNSTRUCT, "data": {"schema": schema, "data": data}})
-        for column, entities in (("contexts", event.contexts), ("derived_contexts", event.derived_contexts)):
+            row["unstruct_event"] = json.dumps(
+                {"schema": _UNSTRUCT, "data": {"schema": schema, "data": data}}
+            )
+        for column, entities in (
+            ("contexts", event.contexts),
+            ("derived_contexts", event.derived_contexts),
+        ):
             if entities:
                 items = [{"schema": schema, "data": data} for schema, data in entities]
                 row[column] = json.dumps({"schema": _CONTEXTS, "data": items})
@@ -384,7 +399,9 @@ def render_snowflake(events: t.Iterable[LogicalEvent]) -> list[dict[str, t.Any]]
     return rows
 
 
-def render_bigquery(events: t.Iterable[LogicalEvent], *, full_version_names: bool = False) -> list[dict[str, t.Any]]:
+def render_bigquery(
+    events: t.Iterable[LogicalEvent], *, full_version_names: bool = False
+) -> list[dict[str, t.Any]]:
     """Rows as tap-bigquery emits the BigQuery loader's table (v2, or v1 with ``_1_0_0`` names)."""
 
     def snake_keys(data: dict[str, t.Any]) -> dict[str, t.Any]:
@@ -403,7 +420,9 @@ def render_bigquery(events: t.Iterable[LogicalEvent], *, full_version_names: boo
         row["load_tstamp"] = row["collector_tstamp"]
         if event.unstruct:
             stem, major, full = _schema_key(event.unstruct[0])
-            row[f"unstruct_event_{stem}_{full if full_version_names else major}"] = snake_keys(event.unstruct[1])
+            row[f"unstruct_event_{stem}_{full if full_version_names else major}"] = snake_keys(
+                event.unstruct[1]
+            )
         for schema, data in (*event.contexts, *event.derived_contexts):
             stem, major, full = _schema_key(schema)
             column = f"contexts_{stem}_{full if full_version_names else major}"
@@ -426,10 +445,13 @@ def write_enriched_tsv(
         rows: Rows from ``render_tsv_shaped`` (missing columns are written empty).
         gzip: Compress the file (the S3 loader's files are gzip).
         compress: The same as ``gzip`` (an older name, still accepted).
+
     """
     if compress is not None:
         gzip = compress
-    lines = ("\t".join(row.get(column) or "" for column in ENRICHED_TSV_COLUMNS) + "\n" for row in rows)
+    lines = (
+        "\t".join(row.get(column) or "" for column in ENRICHED_TSV_COLUMNS) + "\n" for row in rows
+    )
     opener = gzip_module.open if gzip else open
     with opener(path, "wt", encoding="utf-8") as out:  # type: ignore[operator]
         out.writelines(lines)
@@ -456,7 +478,13 @@ def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None
     """
     rng = random.Random(seed)  # noqa: S311 - sample data
     numbers = itertools.count(1_000_000)
-    kinds = ["page_view"] * 55 + ["page_ping"] * 25 + ["ecommerce"] * 10 + ["search"] * 5 + ["struct"] * 5
+    kinds = (
+        ["page_view"] * 55
+        + ["page_ping"] * 25
+        + ["ecommerce"] * 10
+        + ["search"] * 5
+        + ["struct"] * 5
+    )
     recent: list[tuple[str, str, dict[str, t.Any]]] = []  # (page view id, path, visitor columns)
     for index in range(count):
         number = next(numbers)
@@ -483,7 +511,10 @@ def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None
             page_id, path, common = recent[-1]
             page_sku = path.rsplit("/", 1)[-1] if path.startswith("/product/") else sku
             action = rng.choice(["add_to_cart", "product_view", "transaction", "list_view"])
-            products = [_product(page_sku, quantity=1), _product(f"sku-{rng.randrange(20_000)}", position=2)]
+            products = [
+                _product(page_sku, quantity=1),
+                _product(f"sku-{rng.randrange(20_000)}", position=2),
+            ]
             if action == "product_view":
                 products = products[:1]
             extra = {}
@@ -494,7 +525,9 @@ def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None
                                page_url=f"https://shop.example{path}", **common, **extra)  # fmt: skip
         elif kind == "search":
             search = {"terms": ["red", "shoes"], "filters": {"color": "red"}, "totalResults": 12}
-            event = LogicalEvent(_event(number, "site_search", seconds, **common), unstruct=(SITE_SEARCH, search))
+            event = LogicalEvent(
+                _event(number, "site_search", seconds, **common), unstruct=(SITE_SEARCH, search)
+            )
         else:
             struct = {"se_category": "product", "se_action": "like", "se_label": sku}
             event = LogicalEvent(_event(number, "event", seconds, **struct, **common))
@@ -504,15 +537,24 @@ def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None
 
 def benchmark_singer_lines(count: int, stream: str = "atomic-events") -> t.Iterator[str]:
     """Singer messages as str lines without newline: SCHEMA, RECORDs, a STATE every 10,000."""
-    schema = {"type": "object", "properties": {column: {"type": ["string", "null"]} for column in BENCHMARK_COLUMNS}}
-    yield json.dumps({"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["event_id"]})
+    schema = {
+        "type": "object",
+        "properties": {column: {"type": ["string", "null"]} for column in BENCHMARK_COLUMNS},
+    }
+    yield json.dumps(
+        {"type": "SCHEMA", "stream": stream, "schema": schema, "key_properties": ["event_id"]}
+    )
     last = None
     for index, row in enumerate(benchmark_rows(count)):
         yield json.dumps({"type": "RECORD", "stream": stream, "record": row})
         last = row["collector_tstamp"]
         if index % 10_000 == 9_999:
-            yield json.dumps({"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": last}}}})
-    yield json.dumps({"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": last}}}})
+            yield json.dumps(
+                {"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": last}}}}
+            )
+    yield json.dumps(
+        {"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": last}}}}
+    )
 
 
 def write_demo_files(directory: str | Path) -> list[Path]:
@@ -530,4 +572,4 @@ if __name__ == "__main__":
     import sys
 
     for written in write_demo_files(sys.argv[1] if len(sys.argv) > 1 else "output/demo/events"):
-        print(written)  # noqa: T201
+        print(written)

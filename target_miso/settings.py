@@ -204,6 +204,7 @@ def normalize_config(config: dict[str, t.Any], schema: dict) -> tuple[bool, int]
 
     Returns:
         (the api_key was of the wrong type, how many whitespace characters were removed).
+
     """
     for name, spec in schema["properties"].items():
         value = config.get(name)
@@ -230,6 +231,7 @@ def check_settings(config: t.Mapping[str, t.Any]) -> None:
 
     Raises:
         ConfigValidationError: Listing each problem with its setting's name.
+
     """
     problems = []
     url = urlsplit(str(config.get("api_url", "")))
@@ -267,9 +269,7 @@ def check_settings(config: t.Mapping[str, t.Any]) -> None:
         "stop_grace_seconds": 0,
     }
     problems += [
-        f"{name}: must be at least {low}"
-        for name, low in minimums.items()
-        if config[name] < low
+        f"{name}: must be at least {low}" for name, low in minimums.items() if config[name] < low
     ]
     problems += [
         f"{name}: must not be negative"

@@ -41,6 +41,7 @@ def encode_interaction(interaction: dict[str, t.Any]) -> bytes:
 
     Returns:
         UTF-8 JSON without spaces (orjson: ~10x the standard library's speed).
+
     """
     return orjson.dumps(interaction)
 
@@ -57,6 +58,7 @@ def unsendable(value: object) -> str | None:
     Returns:
         A reason naming the field (``revenue: ...``, ``context.page.title: ...``), or None
         when everything can be sent.
+
     """
     stack: list[tuple[object, str, int]] = [(value, "", 0)]
     while stack:
@@ -126,6 +128,7 @@ class InteractionsSink(BatchSink):
             stream_name: The stream (or its stream-map alias).
             schema: The stream's schema.
             key_properties: The stream's key properties.
+
         """
         super().__init__(target, stream_name, schema, key_properties)
         self.run = t.cast("HasRun", target).run
@@ -169,6 +172,7 @@ class InteractionsSink(BatchSink):
             context: ``{"line": ...}``: the Singer line the record was read from, when the
                 target passes it (no stream maps). The batch keeps what the mapping chooses
                 (``kept_source``), else this line, else the record.
+
         """
         self.run.tally.records_in += 1
         interactions = self.map_or_set_aside(self.mapping.map, record, context)
@@ -181,7 +185,10 @@ class InteractionsSink(BatchSink):
             self.add_interaction(interaction, record, kept)
 
     def map_or_set_aside(
-        self, mapper: t.Callable[[dict], t.Any], record: dict, context: dict,
+        self,
+        mapper: t.Callable[[dict], t.Any],
+        record: dict,
+        context: dict,
     ) -> t.Any:
         """Run the stream's mapping on one record; whatever it raises sets the record aside.
 
@@ -195,6 +202,7 @@ class InteractionsSink(BatchSink):
 
         Raises:
             MappingConfigError: A mistake in the mapping's options ends the run.
+
         """
         try:
             return mapper(record)
@@ -221,6 +229,7 @@ class InteractionsSink(BatchSink):
 
         Returns:
             The encoded record, or None when it was set aside.
+
         """
         try:
             encoded = encode_interaction(mapped)
@@ -238,7 +247,10 @@ class InteractionsSink(BatchSink):
         return None
 
     def add_interaction(
-        self, interaction: dict[str, t.Any], source: object, kept: object = None,
+        self,
+        interaction: dict[str, t.Any],
+        source: object,
+        kept: object = None,
     ) -> None:
         """Validate one interaction and add it to the current batch.
 
@@ -246,6 +258,7 @@ class InteractionsSink(BatchSink):
             interaction: The mapped interaction.
             source: The source record it came from.
             kept: What the batch keeps of the source (its Singer line); default: ``source``.
+
         """
         run = self.run
         reasons = run.validator.reasons(interaction)
@@ -269,15 +282,17 @@ class InteractionsSink(BatchSink):
 
         Args:
             held: Pairs of (interaction, source record).
+
         """
         for interaction, source in held:
             self.add_interaction(interaction, source)
 
-    def process_batch(self, context: dict) -> None:  # noqa: ARG002
+    def process_batch(self, context: dict) -> None:
         """Hand every pending batch to delivery (which sends them concurrently).
 
         Args:
             context: The SDK's batch context (unused).
+
         """
         if self._batch.records:
             self._seal()

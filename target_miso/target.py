@@ -71,6 +71,7 @@ class TargetMiso(Target):
 
         Args:
             config_jsonschema: The settings schema to extend in place.
+
         """
         super().append_builtin_config(config_jsonschema)
         # Interactions are append-only and carry no _sdc_ columns: hide the knobs.
@@ -88,6 +89,7 @@ class TargetMiso(Target):
 
         Returns:
             The SDK's config input.
+
         """
         for path in value:
             problem = config_file_problem(path)
@@ -99,7 +101,9 @@ class TargetMiso(Target):
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         hidden, stripped = normalize_config(self._config, self.config_jsonschema)
         if stripped:
-            self.logger.warning("api_key: removed %d whitespace characters around the key", stripped)
+            self.logger.warning(
+                "api_key: removed %d whitespace characters around the key", stripped
+            )
         errors = super()._validate_config(raise_errors=raise_errors and not hidden)
         if hidden:
             errors = ["api_key: must be a string (value not shown)", *errors]
@@ -113,6 +117,7 @@ class TargetMiso(Target):
         Args:
             *args: Passed to the SDK's Target.
             **kwargs: Passed to the SDK's Target.
+
         """
         super().__init__(*args, **kwargs)
         check_settings(self.config)
@@ -120,7 +125,9 @@ class TargetMiso(Target):
             self.config,
             self.logger,
             drain_sinks=lambda is_endofpipe: self.drain_all(is_endofpipe=is_endofpipe),
-            sink_for=lambda stream_name: t.cast("InteractionsSink", self._sinks_active[stream_name]),
+            sink_for=lambda stream_name: t.cast(
+                "InteractionsSink", self._sinks_active[stream_name]
+            ),
             interrupt_read=self._interrupt_read,
         )
         if isinstance(self.message_reader, OrjsonSingerReader):
@@ -136,6 +143,7 @@ class TargetMiso(Target):
 
         Returns:
             The sink class.
+
         """
         if self.run.catalogs.is_catalog(stream_name):
             return CatalogSink
@@ -184,7 +192,7 @@ class TargetMiso(Target):
         if sink is None:
             raise self._record_before_schema(stream_name)
         if sink.key_properties:
-            sink._singer_validate_message(record)  # noqa: SLF001 - key properties present
+            sink._singer_validate_message(record)
         sink.tally_record_read()
         sink.process_record(record, {"line": getattr(self.message_reader, "current_line", None)})
         sink.record_counter_metric.increment()
@@ -209,6 +217,7 @@ class TargetMiso(Target):
 
         Args:
             state: The latest STATE received from the tap (the SDK's own copy).
+
         """
         self.run.take_state(state)
 
@@ -225,6 +234,7 @@ class TargetMiso(Target):
 
         Args:
             file_input: Where to read Singer messages (stdin by default).
+
         """
         _tune_garbage_collector()
         stop = self.run.stop
@@ -239,7 +249,7 @@ class TargetMiso(Target):
         except Exception as error:  # a bug: reported with the key masked, then exit 1
             self.run.client.stop_retrying()
             trace = "".join(traceback.format_exception(error))
-            self.logger.error(  # noqa: TRY400 - the traceback is logged scrubbed, below
+            self.logger.error(
                 "target-miso failed unexpectedly (%s); no STATE was written past the records "
                 "that were not delivered. Please report this with the trace:\n%s",
                 type(error).__name__,
@@ -265,7 +275,7 @@ class TargetMiso(Target):
             number = getattr(self.message_reader, "line_number", 0)
             problem = str(error).partition(":")[0].rstrip(".")
             message = f"Input line {number}: {problem[:1].lower()}{problem[1:]}. {FIX_THE_TAP}."
-        self.logger.error(  # noqa: TRY400 - no traceback: the message says it all
+        self.logger.error(
             "target-miso stopped: %s Delivering what was read before that line; no STATE past "
             "it is written (exit code 1).",
             message,

@@ -130,7 +130,11 @@ def write_config(tmp_path: Path, url: str, **settings: t.Any) -> Path:
 
 
 def run_target(
-    config: Path, singer: str, *, timeout: float = 300, cwd: Path | None = None,
+    config: Path,
+    singer: str,
+    *,
+    timeout: float = 300,
+    cwd: Path | None = None,
 ) -> TargetRun:
     """Run the real target process on a Singer input and wait for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_MISO_")}

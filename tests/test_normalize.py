@@ -7,9 +7,15 @@ import decimal
 
 import pytest
 
-from target_miso.mappings.passthrough import PassthroughMapping
 from target_miso.mappings.base import MappingError
-from target_miso.normalize import normalize_interaction, parse_json_text, plain, to_number, to_utc_timestamp
+from target_miso.mappings.passthrough import PassthroughMapping
+from target_miso.normalize import (
+    normalize_interaction,
+    parse_json_text,
+    plain,
+    to_number,
+    to_utc_timestamp,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,7 +38,9 @@ def test_timestamps_become_utc_rfc3339_with_milliseconds_and_z(value, expected):
     assert to_utc_timestamp(value) == expected
 
 
-@pytest.mark.parametrize("value", ["yesterday", "2024-05-01", 1717200000, "2024-13-01 10:00:00", None])
+@pytest.mark.parametrize(
+    "value", ["yesterday", "2024-05-01", 1717200000, "2024-13-01 10:00:00", None]
+)
 def test_values_that_are_not_points_in_time_are_refused_with_the_value(value):
     with pytest.raises(ValueError, match="date-time"):
         to_utc_timestamp(value)
@@ -57,7 +65,14 @@ def test_json_text_is_parsed_and_structured_values_kept():
 
 
 def test_plain_drops_nulls_and_empties_recursively_and_converts_decimals():
-    value = {"a": None, "b": "", "c": [], "d": {"e": None}, "f": [decimal.Decimal("1.5"), None], "g": 0}
+    value = {
+        "a": None,
+        "b": "",
+        "c": [],
+        "d": {"e": None},
+        "f": [decimal.Decimal("1.5"), None],
+        "g": 0,
+    }
     assert plain(value) == {"f": [1.5], "g": 0}
 
 

@@ -68,19 +68,24 @@ def delete_missing(
 
     Raises:
         DeleteRefusedError: If more than ``max_delete_fraction`` of the catalog would go.
+
     """
     kind = options.kind
     in_miso = client.catalog_ids(kind)
     miso_ids = set(in_miso)
     missing = sorted(miso_ids - seen_ids)
     outcome = DeleteOutcome(
-        in_miso=len(miso_ids), missing=missing, dry_run=dry_run,
+        in_miso=len(miso_ids),
+        missing=missing,
+        dry_run=dry_run,
         absent_from_miso=seen_ids - miso_ids,
     )
     if not missing:
         LOGGER.info(
             "Stream '%s': full-table sync; all %d %s in Miso are in the source, none to delete",
-            stream, len(miso_ids), kind,
+            stream,
+            len(miso_ids),
+            kind,
         )
         return outcome
     fraction = len(missing) / len(miso_ids)
@@ -97,7 +102,10 @@ def delete_missing(
         LOGGER.warning(
             "Stream '%s': dry run: would delete %d of %d %s missing from the source (nothing "
             "deleted); ids follow",
-            stream, len(missing), len(miso_ids), kind,
+            stream,
+            len(missing),
+            len(miso_ids),
+            kind,
         )
         for start in range(0, len(missing), _IDS_PER_LOG_LINE):
             chunk = missing[start : start + _IDS_PER_LOG_LINE]
@@ -111,6 +119,9 @@ def delete_missing(
             outcome.task_ids.append(task_id)
     LOGGER.info(
         "Stream '%s': deleted %d of %d %s that the full-table sync no longer has",
-        stream, outcome.deleted, len(miso_ids), kind,
+        stream,
+        outcome.deleted,
+        len(miso_ids),
+        kind,
     )
     return outcome

@@ -31,6 +31,7 @@ def environment_key(api_url: str, api_key: str) -> str:
 
     Returns:
         16 hex characters.
+
     """
     material = f"{api_url.rstrip('/')}\n{api_key}".encode()
     return hashlib.blake2b(material, digest_size=8, person=b"target-miso").hexdigest()
@@ -45,6 +46,7 @@ class CatalogHashes:
         Args:
             path: The SQLite file; None keeps hashes for this run only.
             environment: From ``environment_key``.
+
         """
         self.path = Path(path) if path is not None else None
         if self.path is not None:
@@ -65,6 +67,7 @@ class CatalogHashes:
 
         Raises:
             sqlite3.DatabaseError: If the file is not a readable SQLite database.
+
         """
         self._db.execute("SELECT 1 FROM catalog_hashes LIMIT 1").fetchone()
 
@@ -77,6 +80,7 @@ class CatalogHashes:
 
         Returns:
             The hash, or None when the record was never accepted (or was forgotten).
+
         """
         row = self._db.execute(
             "SELECT hash FROM catalog_hashes WHERE environment = ? AND kind = ? AND id = ?",
@@ -91,6 +95,7 @@ class CatalogHashes:
             kind: ``products`` or ``users``.
             hashes: Id -> hash of records Miso accepted.
             forget: Ids Miso no longer has (deleted, or missing from its id list).
+
         """
         if not hashes and not forget:
             return
@@ -112,6 +117,7 @@ class CatalogHashes:
 
         Returns:
             The number of ids.
+
         """
         row = self._db.execute(
             "SELECT COUNT(*) FROM catalog_hashes WHERE environment = ? AND kind = ?",

@@ -56,11 +56,13 @@ def stream_kind(options: MappingType[str, t.Any] | None, path: str) -> str:
 
     Raises:
         MappingConfigError: If the kind is unknown.
+
     """
     kind = (options or {}).get("kind", INTERACTIONS)
     if kind != INTERACTIONS and kind not in CATALOG_KINDS:
         raise MappingConfigError(
-            f"{path}.kind", f"{kind!r} is not a kind (use interactions, products or users)",
+            f"{path}.kind",
+            f"{kind!r} is not a kind (use interactions, products or users)",
         )
     return kind
 
@@ -77,6 +79,7 @@ class CatalogOptions:
 
         Raises:
             MappingConfigError: On the first mistake, with its setting path.
+
         """
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
@@ -102,7 +105,8 @@ def _fraction(value: object, path: str) -> float:
         fraction = -1.0
     if not 0 <= fraction <= 1:
         raise MappingConfigError(
-            f"{path}.max_delete_fraction", f"expected a number from 0 to 1, got {value!r}",
+            f"{path}.max_delete_fraction",
+            f"expected a number from 0 to 1, got {value!r}",
         )
     return fraction
 
@@ -117,7 +121,8 @@ def _boolean(options: MappingType[str, t.Any], name: str, path: str) -> bool:
 def _read_fields(kind: str, setting: object, path: str) -> dict[str, ValueSpec]:
     if not isinstance(setting, dict) or not setting:
         raise MappingConfigError(
-            path, f"expected an object of Miso {kind[:-1]} field -> column or expression",
+            path,
+            f"expected an object of Miso {kind[:-1]} field -> column or expression",
         )
     allowed = FIELDS[kind]
     specs = {}
@@ -126,7 +131,8 @@ def _read_fields(kind: str, setting: object, path: str) -> dict[str, ValueSpec]:
         if top not in allowed:
             known = ", ".join(allowed)
             raise MappingConfigError(
-                f"{path}.{field_path}", f"{top!r} is not a Miso {kind[:-1]} field ({known})",
+                f"{path}.{field_path}",
+                f"{top!r} is not a Miso {kind[:-1]} field ({known})",
             )
         if rest and top != "custom_attributes":
             raise MappingConfigError(
@@ -149,6 +155,7 @@ class CatalogMapping:
         Args:
             options: The stream's checked options.
             stream_name: The Singer stream.
+
         """
         self.options = options
         self.stream_name = stream_name
@@ -169,6 +176,7 @@ class CatalogMapping:
 
         Raises:
             MappingConfigError: If an expression reads a name that is not a column.
+
         """
         properties = schema.get("properties") or {}
         if not properties:
@@ -192,6 +200,7 @@ class CatalogMapping:
 
         Raises:
             MappingError: If a value cannot be computed or coerced (names the field).
+
         """
         scope = Scope(record, self._columns, self.stream_name, self._evaluator)
         if self.options.filter is not None and not self.options.filter.evaluate(scope, "filter"):
@@ -228,6 +237,7 @@ def coerce(field: str, value: object) -> object:
 
     Raises:
         ValueError: If the value cannot take that shape.
+
     """
     if field in _DATES:
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
@@ -288,6 +298,7 @@ def content_hash(record: dict[str, t.Any]) -> str:
 
     Returns:
         32 hex characters of BLAKE2b over the record's canonical JSON (sorted keys).
+
     """
     canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()

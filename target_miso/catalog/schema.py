@@ -132,7 +132,7 @@ STRUCTURED = frozenset(
     name
     for fields in FIELDS.values()
     for name, schema in fields.items()
-    if schema.get("type") in ("array", "object") or "anyOf" in schema and name == "location"
+    if schema.get("type") in ("array", "object") or ("anyOf" in schema and name == "location")
 )
 #: Date or date-time fields.
 DATES = frozenset(
@@ -148,6 +148,7 @@ def catalog_schema(kind: str) -> dict[str, t.Any]:
 
     Returns:
         A fresh schema dict.
+
     """
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -169,6 +170,7 @@ def catalog_reasons(kind: str, record: dict[str, t.Any]) -> list[str]:
 
     Returns:
         One short sentence per problem, each starting with the field name.
+
     """
     id_field = CATALOG_KINDS[kind]
     reasons = []
@@ -197,6 +199,7 @@ class CatalogValidator:
 
         Args:
             kind: ``products`` or ``users``.
+
         """
         self.kind = kind
         self.id_field = CATALOG_KINDS[kind]
@@ -210,6 +213,7 @@ class CatalogValidator:
 
         Returns:
             One short sentence per problem, each starting with the field name.
+
         """
         return catalog_reasons(self.kind, record)
 
@@ -221,6 +225,7 @@ class CatalogValidator:
 
         Returns:
             True when the record matches the JSON Schema.
+
         """
         return self._schema.is_valid(record)
 
@@ -234,6 +239,7 @@ def id_problems(kind: str, value: object) -> list[str]:
 
     Returns:
         The problems; empty when the id is fine.
+
     """
     if type(value) is not str:
         return [f"must be a string, got {type(value).__name__}"]

@@ -37,6 +37,7 @@ class CatalogSink(InteractionsSink):
             stream_name: The stream (or its stream-map alias).
             schema: The stream's schema.
             key_properties: The stream's key properties.
+
         """
         self.catalog = t.cast("HasRun", target).run.catalogs.stream(stream_name)
         super().__init__(target, stream_name, schema, key_properties)
@@ -56,6 +57,7 @@ class CatalogSink(InteractionsSink):
         Args:
             record: The row as the tap sent it.
             context: ``{"line": ...}``: the Singer line, when the target passes it.
+
         """
         run, catalog = self.run, self.catalog
         run.tally.records_in += 1
@@ -89,11 +91,12 @@ class CatalogSink(InteractionsSink):
         if len(batch) >= self.max_size:
             self._seal()
 
-    def activate_version(self, new_version: int) -> None:  # noqa: ARG002
+    def activate_version(self, new_version: int) -> None:
         """A full-table sync of this stream: see ``Catalogs.activate_version``.
 
         Args:
             new_version: The table version (not needed: ids seen in this run decide).
+
         """
         self.run.catalogs.activate_version(self.stream_name)
 

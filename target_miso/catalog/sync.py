@@ -87,6 +87,7 @@ def task_state(status: dict[str, t.Any]) -> str:
 
     Returns:
         ``done``, ``failed`` or ``running``.
+
     """
     word = str(status.get("status") or status.get("state") or "").strip().lower()
     if word in _TASK_DONE:
@@ -110,6 +111,7 @@ class CatalogStream:
             catalogs: The run's catalog coordinator.
             stream_name: The Singer stream.
             options: Its checked options.
+
         """
         self.catalogs = catalogs
         self.name = stream_name
@@ -139,6 +141,7 @@ class CatalogStream:
 
         Returns:
             True when it need not be sent.
+
         """
         if self._handed.get(record_id) == digest:
             return True
@@ -149,7 +152,10 @@ class CatalogStream:
         return False
 
     def stored(
-        self, keys: list[tuple[str, str]], positions: list[int], task_id: str | None,
+        self,
+        keys: list[tuple[str, str]],
+        positions: list[int],
+        task_id: str | None,
     ) -> None:
         """Miso stored these records of a batch (called from a delivery thread).
 
@@ -157,6 +163,7 @@ class CatalogStream:
             keys: (id, hash) of every record of the batch.
             positions: Which of them were stored.
             task_id: The upload's task id.
+
         """
         accepted = dict(keys[p] for p in positions)
         with self._lock:
@@ -171,6 +178,7 @@ class CatalogStream:
 
         Raises:
             CatalogError: If a task failed.
+
         """
         with self._lock:
             tasks, self._tasks = self._tasks, []
@@ -197,7 +205,10 @@ class CatalogStream:
             return
         run = self.catalogs.run
         outcome = delete_missing(
-            run.client, self.name, self.options, self.seen_ids,
+            run.client,
+            self.name,
+            self.options,
+            self.seen_ids,
             dry_run=self.options.delete_dry_run or bool(run.config["dry_run"]),
         )
         if outcome.dry_run:
@@ -253,6 +264,7 @@ class Catalogs:
 
         Args:
             run: The run (settings, logger, API client, checkpoints).
+
         """
         config = run.config
         self.run = run
@@ -312,6 +324,7 @@ class Catalogs:
 
         Returns:
             True for ``kind: products`` or ``kind: users``.
+
         """
         path, options = options_for(stream_name, self.run.config.get("mappings") or {})
         return stream_kind(options, path) != "interactions"
@@ -324,6 +337,7 @@ class Catalogs:
 
         Returns:
             Its CatalogStream.
+
         """
         catalog = self.streams.get(stream_name)
         if catalog is None:
@@ -342,6 +356,7 @@ class Catalogs:
 
         Args:
             stream_name: The Singer stream.
+
         """
         catalog = self.stream(stream_name)
         if catalog.seen_ids:
@@ -358,7 +373,8 @@ class Catalogs:
         if self.terminating:
             self.logger.warning(
                 "Stopped by a signal: the full-table read of %s may be incomplete, so nothing "
-                "is deleted", ", ".join(c.name for c in pending),
+                "is deleted",
+                ", ".join(c.name for c in pending),
             )
             return
         self.run.checkpoint()
@@ -382,6 +398,7 @@ class Catalogs:
 
         Raises:
             CatalogError: If a task failed.
+
         """
         client = self.run.client
         deadline = time.monotonic() + self.task_wait_seconds
@@ -405,7 +422,10 @@ class Catalogs:
                 self.logger.warning(
                     "Stream '%s': %d Miso task(s) still running after %g s (e.g. %s); their "
                     "records will be sent again next run",
-                    catalog.name, len(running), self.task_wait_seconds, running[0],
+                    catalog.name,
+                    len(running),
+                    self.task_wait_seconds,
+                    running[0],
                 )
                 return states
             time.sleep(min(delay, max(deadline - time.monotonic(), 0)))

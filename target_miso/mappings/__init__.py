@@ -13,7 +13,14 @@ import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
 
-__all__ = ["PRESETS", "Mapping", "MappingConfigError", "MappingError", "build_mapping", "check_mappings"]
+__all__ = [
+    "PRESETS",
+    "Mapping",
+    "MappingConfigError",
+    "MappingError",
+    "build_mapping",
+    "check_mappings",
+]
 
 #: preset name -> "module:Class", imported on first use.
 PRESETS: dict[str, str] = {
@@ -50,6 +57,7 @@ def options_for(stream_name: str, mappings: t.Mapping[str, t.Any]) -> tuple[str,
 
     Returns:
         The config path of the entry and its options (empty when there is none).
+
     """
     if stream_name in mappings:
         return f"mappings.{stream_name}", dict(mappings[stream_name] or {})
@@ -67,6 +75,7 @@ def detect_preset(properties: t.Iterable[str]) -> str | None:
 
     Returns:
         The preset name, or None when no preset fits.
+
     """
     columns = set(properties)
     for preset, signature in _SIGNATURES:
@@ -92,6 +101,7 @@ def build_mapping(
 
     Raises:
         MappingConfigError: If the options are wrong or no preset fits the stream.
+
     """
     path, options = options_for(stream_name, mappings)
     if options.pop("kind", "interactions") != "interactions":
@@ -126,6 +136,7 @@ def check_mappings(mappings: t.Mapping[str, t.Any]) -> None:
 
     Raises:
         MappingConfigError: On the first mistake found.
+
     """
     if not isinstance(mappings, dict):
         raise MappingConfigError("mappings", "must be an object of stream name -> options")

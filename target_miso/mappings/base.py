@@ -21,6 +21,7 @@ class MappingError(ValueError):
         Args:
             field: The source column or Miso field the problem is about.
             reason: What is wrong with it, without the record's contents.
+
         """
         super().__init__(f"{field}: {reason}")
         self.field = field
@@ -36,6 +37,7 @@ class MappingConfigError(ValueError):
         Args:
             path: Where in the config, e.g. ``mappings.atomic-events.page_rules[0].pattern``.
             reason: What is wrong and how to fix it.
+
         """
         super().__init__(f"{path}: {reason}")
         self.path = path
@@ -72,6 +74,7 @@ class Mapping:
             options: This stream's mapping settings (without ``preset``).
             stream_name: The Singer stream the mapping serves.
             config_path: Where the options live in the config, for error messages.
+
         """
         self.options = options
         self.stream_name = stream_name
@@ -79,11 +82,12 @@ class Mapping:
         #: Source records that gave no interaction on purpose, by reason (run summary).
         self.skipped: collections.Counter[str] = collections.Counter()
 
-    def bind_schema(self, schema: dict[str, t.Any]) -> None:  # noqa: B027 - optional hook
+    def bind_schema(self, schema: dict[str, t.Any]) -> None:
         """Look at the stream's SCHEMA once, e.g. to warn about columns that are ignored.
 
         Args:
             schema: The stream's JSON Schema from the SCHEMA message.
+
         """
 
     def map(self, record: dict[str, t.Any]) -> list[dict[str, t.Any]]:
@@ -97,10 +101,11 @@ class Mapping:
 
         Raises:
             MappingError: If the record cannot be mapped (it is set aside with the reason).
+
         """
         raise NotImplementedError
 
-    def kept_source(self, record: dict[str, t.Any]) -> object:  # noqa: ARG002 - a hook
+    def kept_source(self, record: dict[str, t.Any]) -> object:
         """What a batch keeps of a source record, for the rejects file should Miso refuse it.
 
         Args:
@@ -109,6 +114,7 @@ class Mapping:
         Returns:
             None: the record's Singer line (or the record itself). Presets with wide rows
             return the columns that identify the row.
+
         """
         return None
 
@@ -117,6 +123,7 @@ class Mapping:
 
         Returns:
             Pairs of (interaction, source record).
+
         """
         return []
 
@@ -126,17 +133,19 @@ class Mapping:
         Returns:
             A token for ``commit``. Reading goes on while the checkpoint's requests are
             on the wire, so the mapping must tell apart what came before and after it.
+
         """
         return None
 
-    def commit(self, token: object = None) -> None:  # noqa: B027 - optional hook
+    def commit(self, token: object = None) -> None:
         """Everything handed out up to a checkpoint is accepted by Miso or set aside on record.
 
         Mappings that remember things across runs (e.g. event ids seen) persist them here.
 
         Args:
             token: What ``seal`` returned for that checkpoint; None: everything so far.
+
         """
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources at the end of the run."""

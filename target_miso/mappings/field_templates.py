@@ -84,6 +84,7 @@ class FieldTemplate:
 
         Raises:
             MappingConfigError: On an unknown placeholder or a malformed template.
+
         """
         self.field = field
         self.number = field in NUMBER_FIELDS
@@ -105,6 +106,7 @@ class FieldTemplate:
 
         Raises:
             ValueError: If a numeric field's value is not a number.
+
         """
         rendered = []
         for item in self.items:
@@ -140,6 +142,7 @@ def compile_fields(
 
     Raises:
         MappingConfigError: On a field the type does not take or a bad template.
+
     """
     if setting is None:
         return []

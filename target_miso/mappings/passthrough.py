@@ -40,6 +40,7 @@ class PassthroughMapping(Mapping):
 
         Raises:
             MappingConfigError: On any option.
+
         """
         super().__init__(options, stream_name=stream_name, config_path=config_path)
         unknown = sorted(set(options) - set(self.option_names))
@@ -52,6 +53,7 @@ class PassthroughMapping(Mapping):
 
         Args:
             schema: The stream's JSON Schema.
+
         """
         ignored = sorted(
             name
@@ -78,6 +80,7 @@ class PassthroughMapping(Mapping):
 
         Raises:
             MappingError: If a field cannot be normalized.
+
         """
         interaction, problems = normalize_interaction(record, _MISO_FIELDS)
         if problems:

@@ -59,6 +59,7 @@ class PageRule:
 
         Raises:
             MappingConfigError: On any mistake, naming the key at fault.
+
         """
         if not isinstance(setting, dict):
             raise MappingConfigError(path, "expected an object with pattern and type")
@@ -111,6 +112,7 @@ class PageRule:
 
         Returns:
             The match, or None.
+
         """
         found = self.pattern.search(url if self.on == "url" else url_path)
         if found is None:
@@ -177,6 +179,7 @@ def compile_page_rules(setting: object, path: str) -> PageRules:
 
     Raises:
         MappingConfigError: On any mistake.
+
     """
     if setting is None:
         return PageRules([])

@@ -23,7 +23,9 @@ import requests
 logger = logging.getLogger("target-miso.client")
 
 #: ``data.<index>[.<path>] [(<value>)] is invalid. <reason>`` (as Miso's own Node SDK parses it).
-_INVALID_LINE = re.compile(r"^\s*data\.(\d+)(?:\.(\S+))?\s+(?:\(([^)]*)\)\s+)?is\s+invalid\.\s*(.*)$")
+_INVALID_LINE = re.compile(
+    r"^\s*data\.(\d+)(?:\.(\S+))?\s+(?:\(([^)]*)\)\s+)?is\s+invalid\.\s*(.*)$"
+)
 _RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _USER_AGENT = "target-miso/0.1 (+singer; python-requests)"
 
@@ -37,6 +39,7 @@ class MisoAPIError(Exception):
         Args:
             message: What went wrong and what to do about it.
             status: The HTTP status, when there was an answer.
+
         """
         super().__init__(message)
         self.status = status
@@ -79,6 +82,7 @@ class RateLimiter:
 
         Args:
             per_second: Requests per second; 0 or less means no limit.
+
         """
         self._interval = 1.0 / per_second if per_second > 0 else 0.0
         self._next = time.monotonic()
@@ -112,6 +116,7 @@ class ClientStats:
         Args:
             outcome: The HTTP status or the kind of connection failure.
             retry: Whether another attempt follows.
+
         """
         with self._lock:
             self.requests += 1
@@ -148,6 +153,7 @@ class MisoClient:
             retry_max_delay: Upper bound of one backoff delay (a longer Retry-After wins).
             max_requests_per_second: Request rate limit across all threads (0: none).
             pool_size: Connections kept open (one per concurrent request).
+
         """
         self.api_url = api_url.rstrip("/")
         self._api_key = api_key
@@ -193,6 +199,7 @@ class MisoClient:
 
         Returns:
             The message with every occurrence of the key replaced by ``***``.
+
         """
         if not self._api_key:
             return text
@@ -207,6 +214,7 @@ class MisoClient:
 
         Returns:
             Which records Miso refused, if any, and whether it stored the others.
+
         """
         return self.upload_records("/v1/interactions", records)
 
@@ -219,6 +227,7 @@ class MisoClient:
 
         Returns:
             Which records Miso refused, if any, whether it stored the others, the task id.
+
         """
         body = b'{"data":[' + b",".join(records) + b"]}"
         return self.upload(path, body, size=len(records))
@@ -233,6 +242,7 @@ class MisoClient:
 
         Returns:
             Which records Miso refused, if any, and whether it stored the others.
+
         """
         answer = self.request("POST", path, body=body)
         if answer.status_code == 422:  # noqa: PLR2004 - nothing stored
@@ -254,6 +264,7 @@ class MisoClient:
 
         Raises:
             MisoResponseError: If the answer holds no id list.
+
         """
         try:
             answer = self.request("GET", f"/v1/{kind}/_ids")
@@ -279,6 +290,7 @@ class MisoClient:
 
         Raises:
             MisoRequestError: If Miso refused the request (a 422).
+
         """
         id_key = "product_ids" if kind == "products" else "user_ids"
         body = orjson.dumps({"data": {id_key: ids}})
@@ -298,6 +310,7 @@ class MisoClient:
 
         Returns:
             The answer's ``data`` object (or the whole answer when it has none).
+
         """
         answer = self.request("GET", f"/v1/{kind}/_status/{quote(task_id, safe='')}")
         return _data(answer) or _json(answer)
@@ -318,6 +331,7 @@ class MisoClient:
             MisoRequestError: On another 4xx, or when requests cannot send the request at
                 all (an invalid header or URL).
             MisoUnavailableError: When retries are exhausted.
+
         """
         url = f"{self.api_url}{path}"
         params = {"dry_run": "1"} if self.dry_run and method == "POST" else None
@@ -327,7 +341,11 @@ class MisoClient:
             self._limiter.wait()
             try:
                 answer = self._session.request(
-                    method, url, data=body, params=params, timeout=self.timeout,
+                    method,
+                    url,
+                    data=body,
+                    params=params,
+                    timeout=self.timeout,
                 )
             except requests.Timeout:
                 outcome, last_problem = "timeout", f"no answer within {self.timeout:g} s"
@@ -361,7 +379,12 @@ class MisoClient:
             delay = self._backoff(attempt, retry_after)
             logger.warning(
                 "%s %s: %s; retry %d of %d in %.1f s",
-                method, path, self.scrub(last_problem), attempt + 1, self.max_retries, delay,
+                method,
+                path,
+                self.scrub(last_problem),
+                attempt + 1,
+                self.max_retries,
+                delay,
             )
             if self._stopping.wait(delay):
                 last_problem += " (not retried further: the run failed)"
@@ -502,4 +525,3 @@ def _retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(moment.timestamp() - time.time(), 0.0)
-

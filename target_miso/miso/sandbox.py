@@ -82,6 +82,7 @@ class Faults:
 
         Raises:
             TypeError: On an unknown option.
+
         """
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(options) - known)
@@ -102,6 +103,7 @@ class SandboxStore:
         Args:
             faults: Faults to inject.
             capture: A JSON Lines file to append every stored interaction to.
+
         """
         self._lock = threading.Lock()
         self._validator = InteractionValidator()
@@ -130,6 +132,7 @@ class SandboxStore:
 
         Args:
             faults: New faults, or None to keep the current ones.
+
         """
         with self._lock:
             self._clear()
@@ -140,6 +143,7 @@ class SandboxStore:
 
         Args:
             faults: The new faults.
+
         """
         with self._lock:
             self._configure(faults)
@@ -153,6 +157,7 @@ class SandboxStore:
 
         Returns:
             True when it fires.
+
         """
         if rate <= 0:
             return False
@@ -189,6 +194,7 @@ class SandboxStore:
 
         Returns:
             Lines ``data.<i>.<field> is invalid. <reason>``; empty when all are valid.
+
         """
         lines = []
         for index, record in enumerate(records):
@@ -218,6 +224,7 @@ class SandboxStore:
 
         Returns:
             The task id of a catalog upload, None for interactions.
+
         """
         with self._lock:
             if kind == "interactions":
@@ -240,6 +247,7 @@ class SandboxStore:
 
         Returns:
             The task id.
+
         """
         with self._lock:
             for record_id in ids:
@@ -304,7 +312,7 @@ class SandboxHandler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _SandboxServer
 
-    def log_message(self, format: str, *args: t.Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: t.Any) -> None:
         """Stay quiet: tests and benchmarks read the target's logs, not ours."""
 
     def do_GET(self) -> None:
@@ -496,6 +504,7 @@ class Sandbox:
             publishable_key: A key to answer with Miso's 403 for publishable keys.
             capture: A JSON Lines file that receives every stored interaction.
             **faults: Options of ``Faults``.
+
         """
         self.store = SandboxStore(Faults.from_options(faults), capture)
         self._server = _SandboxServer((host, port), self.store, api_key, publishable_key)
@@ -534,6 +543,7 @@ class Sandbox:
 
         Args:
             **faults: Options of ``Faults`` (none: keep the current faults).
+
         """
         self.store.reset(Faults.from_options(faults) if faults else None)
 
@@ -542,6 +552,7 @@ class Sandbox:
 
         Args:
             **faults: Options of ``Faults``.
+
         """
         self.store.set_faults(Faults.from_options(faults))
 
@@ -581,7 +592,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the secret key to accept (default: %(default)s)",
     )
     parser.add_argument("--publishable-key", help="a key to refuse with Miso's 403 answer")
-    parser.add_argument("--capture", type=Path, help="append stored interactions to this JSONL file")
+    parser.add_argument(
+        "--capture", type=Path, help="append stored interactions to this JSONL file"
+    )
     parser.add_argument("--latency-ms", type=float, default=0)
     for status in (429, 500, 503):
         parser.add_argument(f"--rate-{status}", type=float, default=0, help="probability, 0-1")
@@ -597,11 +610,15 @@ def main(argv: list[str] | None = None) -> None:
 
     Args:
         argv: Command-line arguments (default: ``sys.argv``).
+
     """
     options = vars(_parser().parse_args(argv))
-    config = {name: options.pop(name) for name in ("host", "port", "api_key", "publishable_key", "capture")}
+    config = {
+        name: options.pop(name)
+        for name in ("host", "port", "api_key", "publishable_key", "capture")
+    }
     sandbox = Sandbox(**config, **options)
-    print(f"Miso sandbox listening on {sandbox.url}", flush=True)  # noqa: T201
+    print(f"Miso sandbox listening on {sandbox.url}", flush=True)
     try:
         sandbox._server.serve_forever()
     except KeyboardInterrupt:

@@ -97,8 +97,7 @@ _CONTEXT = {
         "campaign": {
             "type": "object",
             "properties": {
-                key: {"type": "string"}
-                for key in ("name", "source", "medium", "term", "content")
+                key: {"type": "string"} for key in ("name", "source", "medium", "term", "content")
             },
         },
         "truncated_ip": {"type": "string", "pattern": IPV4_PATTERN},
@@ -179,6 +178,7 @@ def allowed_fields(interaction_type: str) -> tuple[str, ...]:
 
     Returns:
         The common fields followed by the type's own fields.
+
     """
     return COMMON_FIELDS + TYPE_FIELDS[interaction_type]
 
@@ -189,8 +189,7 @@ def _type_rule(interaction_type: str) -> dict[str, t.Any]:
         then["required"] = list(TYPE_REQUIRED[interaction_type])
     if interaction_type in ITEM_REQUIRED_TYPES:
         then["anyOf"] = [
-            {"required": [field], "properties": {field: {"minItems": 1}}}
-            for field in ITEM_FIELDS
+            {"required": [field], "properties": {field: {"minItems": 1}}} for field in ITEM_FIELDS
         ]
     return {"if": {"properties": {"type": {"const": interaction_type}}}, "then": then}
 
@@ -200,6 +199,7 @@ def interaction_schema() -> dict[str, t.Any]:
 
     Returns:
         A fresh schema dict; callers may modify it.
+
     """
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -245,6 +245,7 @@ class InteractionValidator:
         Args:
             max_future_seconds: A ``timestamp`` more than this many seconds ahead of the
                 clock is refused (the ``max_future_timestamp_seconds`` setting); None: no limit.
+
         """
         self.max_future_seconds = max_future_seconds
         #: The latest timestamp allowed, in the normalized form (``...sssZ``): normalized
@@ -294,6 +295,7 @@ class InteractionValidator:
 
         Returns:
             One short sentence per problem, each naming the field.
+
         """
         if is_valid_interaction(record):
             reasons = _count_mismatch(record)
@@ -314,6 +316,7 @@ class InteractionValidator:
 
         Returns:
             True when the record matches the JSON Schema.
+
         """
         return self._is_valid(record)
 
@@ -329,7 +332,11 @@ class InteractionValidator:
             for field in record
             if field not in allowed and field in _FIELD_SCHEMAS
         ]
-        reasons += [f"{field}: not a Miso interaction field" for field in record if field not in _FIELD_SCHEMAS]
+        reasons += [
+            f"{field}: not a Miso interaction field"
+            for field in record
+            if field not in _FIELD_SCHEMAS
+        ]
         if not record.get("user_id") and not record.get("anonymous_id"):
             reasons.append(
                 "user_id/anonymous_id: neither is set (Miso would merge the record into "
@@ -423,9 +430,7 @@ def _is_custom_value(value: object) -> bool:
     return (
         all(_is_number(item) for item in value)
         or all(type(item) is str for item in value)
-        or all(
-            type(item) is dict and all(_is_scalar(v) for v in item.values()) for item in value
-        )
+        or all(type(item) is dict and all(_is_scalar(v) for v in item.values()) for item in value)
     )
 
 
@@ -464,9 +469,7 @@ def _is_search(search: object) -> bool:
         return False
     if "filters" in search and (
         type(filters) is not dict
-        or not all(
-            type(v) is list and all(type(i) is str for i in v) for v in filters.values()
-        )
+        or not all(type(v) is list and all(type(i) is str for i in v) for v in filters.values())
     ):
         return False
     return bool(keywords) or bool(filters)
@@ -507,6 +510,7 @@ def is_valid_interaction(record: dict[str, t.Any]) -> bool:
 
     Returns:
         The same answer as jsonschema on ``interaction_schema()``.
+
     """
     if type(record) is not dict:
         return False

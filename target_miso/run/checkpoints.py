@@ -51,6 +51,7 @@ class CheckpointQueue:
         Args:
             release: Called, in order, for each checkpoint whose requests were delivered:
                 it makes the rejects durable, commits the mappings and writes the STATE.
+
         """
         self._release = release
         self._queue: collections.deque[Checkpoint] = collections.deque()
@@ -64,6 +65,7 @@ class CheckpointQueue:
 
         Args:
             checkpoint: The checkpoint just taken.
+
         """
         self._queue.append(checkpoint)
         self.release_ready()
@@ -82,6 +84,7 @@ class CheckpointQueue:
 
         Raises:
             BaseException: The failure of one of its requests; it is never released then.
+
         """
         oldest = self._queue[0]
         wait(oldest.requests)

@@ -51,6 +51,7 @@ class Batch:
         Args:
             encoded: The interaction as compact JSON.
             source: The source record it was mapped from (for the rejects file).
+
         """
         self.records.append(encoded)
         self.sources.append(source)
@@ -69,6 +70,7 @@ def source_record(source: object) -> object:
 
     Returns:
         The source record.
+
     """
     if isinstance(source, (bytes, str)):
         return orjson.loads(source)["record"]
@@ -85,6 +87,7 @@ class Delivery:
             client: The Miso API client (thread-safe).
             rejects: Where records refused by Miso are set aside.
             max_concurrent: Requests on the wire at once.
+
         """
         self._client = client
         self._rejects = rejects
@@ -107,6 +110,7 @@ class Delivery:
 
         Returns:
             The bound.
+
         """
         return max(max_concurrent, 1) + 2
 
@@ -115,6 +119,7 @@ class Delivery:
 
         Args:
             batch: The batch to send.
+
         """
         self.raise_if_failed()
         self._slots.acquire()
@@ -135,6 +140,7 @@ class Delivery:
 
         Raises:
             BaseException: The first delivery failure, if any.
+
         """
         with self._lock:
             if self._failure is not None:
@@ -152,6 +158,7 @@ class Delivery:
 
         Raises:
             BaseException: The first delivery failure, if any.
+
         """
         self.wait_idle()  # only this thread hands batches over, so one snapshot is all
         self.raise_if_failed()
@@ -161,6 +168,7 @@ class Delivery:
 
         Raises:
             BaseException: That failure.
+
         """
         if self._failure is not None:
             raise self._failure

@@ -48,6 +48,7 @@ class GracefulStop:
             output_lock: Held while a STATE line is written; taken before a forced exit.
             interrupt_read: Called from the signal handler: tells the reader to stop, and
                 raises (from inside the read) when it is blocked waiting for input.
+
         """
         self.grace_seconds = grace_seconds
         self.signum: int | None = None
@@ -67,12 +68,13 @@ class GracefulStop:
         """The conventional 128 + signal number."""
         return 128 + (self.signum or 0)
 
-    def handle(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+    def handle(self, signum: int, frame: FrameType | None) -> None:
         """The signal handler: record the request; no lock, no I/O.
 
         Args:
             signum: The signal received.
             frame: The interrupted frame (unused).
+
         """
         if self.signum is None:
             self.signum = signum
@@ -87,7 +89,10 @@ class GracefulStop:
         self._previous_wakeup_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         self._wakeup_write = write_end
         self._watchdog = threading.Thread(
-            target=self._watch, args=(read_end,), name="graceful-stop", daemon=True,
+            target=self._watch,
+            args=(read_end,),
+            name="graceful-stop",
+            daemon=True,
         )
         self._watchdog.start()
 
@@ -124,7 +129,8 @@ class GracefulStop:
                         LOGGER.warning(
                             "Received signal %d: stopped reading; delivering what was read "
                             "(at most %g s; a second signal stops at once)",
-                            signum, self.grace_seconds,
+                            signum,
+                            self.grace_seconds,
                         )
                         deadline = time.monotonic() + self.grace_seconds
                     else:

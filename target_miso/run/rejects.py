@@ -66,6 +66,7 @@ def _entry_line(entry: dict[str, object]) -> str:
 
     Returns:
         The line, with its line break.
+
     """
     try:
         try:
@@ -96,6 +97,7 @@ def reason_key(reason: str) -> str:
 
     Returns:
         The part before the first colon, e.g. ``"timestamp"``.
+
     """
     return reason.partition(":")[0].strip() or "unknown"
 
@@ -112,6 +114,7 @@ def check_rejects_path(path: str | os.PathLike[str]) -> str | None:
 
     Returns:
         The problem, naming the setting, the path and the OS's reason; None when it is usable.
+
     """
     target = Path(path)
     problem: str | None = None
@@ -145,6 +148,7 @@ class RejectsFile:
             path: Where to write.
             max_rejects: How many records may be set aside before the run fails
                 (None: no limit).
+
         """
         self.path = Path(path)
         self.max_rejects = max_rejects
@@ -174,6 +178,7 @@ class RejectsFile:
 
         Raises:
             TooManyRejectsError: When this record passes the ``max_rejects`` limit.
+
         """
         entry = {
             "rejected_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
@@ -201,9 +206,14 @@ class RejectsFile:
                     LOGGER.warning(
                         "Set aside a record of stream '%s' (%s: field '%s'; reject #%d, "
                         "details in %s)%s",
-                        stream or "(unknown)", stage, reason_key(reason), self.count, self.path,
+                        stream or "(unknown)",
+                        stage,
+                        reason_key(reason),
+                        self.count,
+                        self.path,
                         "; further ones like it are only counted"
-                        if self._per_stream[stream, kind] == _LOGGED_PER_KIND else "",
+                        if self._per_stream[stream, kind] == _LOGGED_PER_KIND
+                        else "",
                     )
             if self.max_rejects is not None and self.count > self.max_rejects:
                 self._file.flush()

@@ -90,6 +90,7 @@ class Run:
                 the latest STATE comes back through ``take_state``.
             sink_for: The active sink of a stream.
             interrupt_read: Tells the reader to stop (called from the signal handler).
+
         """
         self.config = config
         self.logger = logger
@@ -128,7 +129,9 @@ class Run:
         #: Held while a STATE line is written, so that a forced stop never cuts one in half.
         self._output_lock = threading.Lock()
         self.stop = GracefulStop(
-            float(config["stop_grace_seconds"]), self._output_lock, interrupt_read,
+            float(config["stop_grace_seconds"]),
+            self._output_lock,
+            interrupt_read,
         )
         #: The STATE the SDK hands over while a checkpoint drains the sinks.
         self._state_at_checkpoint: dict | None = None
@@ -149,12 +152,15 @@ class Run:
 
         Returns:
             The stream's mapping.
+
         """
         mapping = self.mappings.get(stream_name)
         if mapping is None:
             mapping = build_mapping(stream_name, self.config.get("mappings") or {}, schema)
             self.logger.info(
-                "Stream '%s' is mapped with the '%s' preset", stream_name, mapping.preset,
+                "Stream '%s' is mapped with the '%s' preset",
+                stream_name,
+                mapping.preset,
             )
             self.mappings[stream_name] = mapping
         else:
@@ -177,9 +183,14 @@ class Run:
             source: The source record.
             interaction: The mapped interaction, if any.
             stage: ``mapping``, ``validation`` or ``miso``.
+
         """
         self.rejects.add(
-            stream=stream, reasons=reasons, source=source, interaction=interaction, stage=stage,
+            stream=stream,
+            reasons=reasons,
+            source=source,
+            interaction=interaction,
+            stage=stage,
         )
 
     def set_aside_line(self, line_number: int, line: str | bytes, reason: str) -> None:
@@ -189,6 +200,7 @@ class Run:
             line_number: Its number in the input.
             line: The raw line (bytes that are not UTF-8 are kept as backslash escapes).
             reason: Why it cannot be read, naming the line number.
+
         """
         self.tally.records_in += 1
         self.rejects.add(
@@ -231,6 +243,7 @@ class Run:
 
         Args:
             is_endofpipe: True at the end of input (sinks are also cleaned up).
+
         """
         for stream_name, mapping in self.mappings.items():
             held = mapping.flush()
@@ -261,6 +274,7 @@ class Run:
 
         Args:
             state: The latest STATE received from the tap (the SDK's own copy).
+
         """
         self._state_at_checkpoint = state
 
@@ -269,6 +283,7 @@ class Run:
 
         Args:
             state: The STATE value.
+
         """
         line = json.dumps(state, default=_state_default) + "\n"
         with self._output_lock:
@@ -308,6 +323,7 @@ class Run:
         Args:
             read_cut_short: The input was left before its end (a signal, a bad line): a
                 full-table read may be incomplete, so catalog deletes are skipped.
+
         """
         try:
             if read_cut_short:
@@ -327,6 +343,7 @@ class Run:
 
         Args:
             error: One of ``RUN_ERRORS``.
+
         """
         self.logger.error("target-miso stopped: %s", self.client.scrub(str(error)))
         self.client.stop_retrying()  # the run fails anyway: do not linger in backoffs
@@ -398,7 +415,9 @@ def _state_default(value: object) -> object:
     # gives back the same text.
     if isinstance(value, decimal.Decimal):
         exponent = value.as_tuple().exponent
-        integral = value == value.to_integral_value() and isinstance(exponent, int) and exponent >= 0
+        integral = (
+            value == value.to_integral_value() and isinstance(exponent, int) and exponent >= 0
+        )
         return int(value) if integral else float(value)
     msg = f"{type(value).__name__} in STATE is not JSON serializable"
     raise TypeError(msg)

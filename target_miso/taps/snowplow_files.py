@@ -95,6 +95,7 @@ class Bookmark(t.NamedTuple):
 
         Raises:
             ValueError: The value is not a position of this tap (an older state).
+
         """
         if not value:
             return None
@@ -136,6 +137,7 @@ class SnowplowFilesStream(Stream):
 
         Yields:
             One record per event line.
+
         """
         bookmark = Bookmark.parse(self.get_starting_replication_key_value(context))
         settle = float(self.config.get("settle_seconds", 0))
@@ -192,6 +194,7 @@ def _tsv_lines(key: str, raw: t.IO[bytes]) -> Iterator[tuple[int, list[str]]]:
     Raises:
         MalformedFileError: A line without 131 fields, bytes that are not UTF-8, or a
             damaged or cut-off gzip file, named by file and line number.
+
     """
     head = raw.read(2)
     stream: t.IO[bytes] = io.BufferedReader(_Prefixed(head, raw), buffer_size=1 << 20)  # type: ignore[arg-type]
@@ -330,6 +333,7 @@ class TapSnowplowFiles(Tap):
 
         Returns:
             ``atomic-events``.
+
         """
         return [SnowplowFilesStream(self)]
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target_miso.catalog.mapping import CatalogMapping, CatalogOptions, content_hash
 from target_miso.catalog.hashes import CatalogHashes, environment_key
+from target_miso.catalog.mapping import CatalogMapping, CatalogOptions, content_hash
 from target_miso.catalog.schema import FIELDS, CatalogValidator, catalog_reasons
 from target_miso.catalog.sync import task_state
 from target_miso.mappings import MappingConfigError, MappingError, check_mappings

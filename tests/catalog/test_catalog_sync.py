@@ -107,7 +107,7 @@ def catalog_input(
     return lines
 
 
-def run(config: Path, *line_groups: list[str]):  # noqa: ANN201 - TargetRun
+def run(config: Path, *line_groups: list[str]):
     """Run the target on the concatenated lines."""
     lines = [line for group in line_groups for line in group]
     return run_target(config, "\n".join(lines) + "\n")
@@ -169,9 +169,7 @@ def test_second_run_sends_only_the_changed_row(sandbox: Sandbox, products_config
     assert "5 read, 1 sent and accepted, 4 unchanged (not sent)" in second.stderr
 
 
-def test_hashes_are_kept_only_for_records_miso_accepted(
-    sandbox: Sandbox, products_config
-) -> None:
+def test_hashes_are_kept_only_for_records_miso_accepted(sandbox: Sandbox, products_config) -> None:
     config = products_config(settings={"max_retries": 0})
     rows = [product_row(sku) for sku in range(4)]
     sandbox.set_faults(fail_all_status=503)
@@ -323,7 +321,9 @@ def test_values_miso_cannot_take_set_a_product_aside_and_the_run_goes_on(
         "an integer beyond 64 bits": '"price": 123456789012345678901234567890',
     }
     for sku, field in enumerate(poison.values(), start=2):
-        lines.insert(-1, f'{{"type": "RECORD", "stream": "products", "record": {{"sku": {sku}, {field}}}}}')
+        lines.insert(
+            -1, f'{{"type": "RECORD", "stream": "products", "record": {{"sku": {sku}, {field}}}}}'
+        )
 
     result = run(config, lines)
 
@@ -331,7 +331,9 @@ def test_values_miso_cannot_take_set_a_product_aside_and_the_run_goes_on(
     assert sorted(sandbox.products) == ["p-1", "p-4"]
     rejects = read_rejects(tmp_path / "rejects.jsonl")
     assert [(r["stage"], r["reasons"][0].partition(":")[0]) for r in rejects] == [
-        ("validation", "title"), ("validation", "sale_price"), ("validation", "sale_price"),
+        ("validation", "title"),
+        ("validation", "sale_price"),
+        ("validation", "sale_price"),
     ]
 
 
@@ -340,7 +342,10 @@ def test_records_miso_refuses_are_set_aside_and_the_rest_resent(
 ) -> None:
     sandbox = sandbox_factory(reject_user_ids=["u-2"])
     config = write_config(
-        tmp_path, sandbox.url, catalog_store=None, mappings={"users": USER_MAPPING},
+        tmp_path,
+        sandbox.url,
+        catalog_store=None,
+        mappings={"users": USER_MAPPING},
     )
     users = [{"id": f"u-{n}", "city": "Rome", "age": 30 + n} for n in range(4)]
     result = run(config, catalog_input("users", USER_SCHEMA, users))

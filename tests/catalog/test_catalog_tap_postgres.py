@@ -49,7 +49,7 @@ MAPPINGS = {
 
 
 @pytest.fixture
-def shop_db(meltano_installed: None) -> t.Iterator[psycopg.Connection]:  # noqa: ARG001
+def shop_db(meltano_installed: None) -> t.Iterator[psycopg.Connection]:
     """A fresh database with shop.products (10 rows) and shop.customers (3 rows)."""
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
@@ -122,7 +122,10 @@ def test_tables_sync_then_one_change_and_one_removal(
     tmp_path: Path, shop_db: psycopg.Connection, sandbox: Sandbox
 ) -> None:
     config = write_config(
-        tmp_path, sandbox.url, catalog_store=str(tmp_path / "catalog.sqlite"), mappings=MAPPINGS,
+        tmp_path,
+        sandbox.url,
+        catalog_store=str(tmp_path / "catalog.sqlite"),
+        mappings=MAPPINGS,
     )
     first_input = tap_output(tmp_path)
     assert '"type":"ACTIVATE_VERSION"' in first_input.replace(" ", "")

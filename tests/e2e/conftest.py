@@ -16,7 +16,9 @@ from target_miso.miso.sandbox import Sandbox
 from tests.helpers import API_KEY, MELTANO, ROOT
 
 DATABASE = "target_miso_e2e"
-ADMIN_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+ADMIN_DSN = os.environ.get(
+    "TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +27,11 @@ class Meltano:
     """`meltano` in the repo's project, with its own system database and settings from env."""
 
     def __init__(self, tmp_path: Path, sandbox: Sandbox, **settings: t.Any) -> None:
-        self.env = {key: value for key, value in os.environ.items() if not key.startswith(("TARGET_MISO_", "TAP_"))}
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("TARGET_MISO_", "TAP_"))
+        }
         self.env.update(
             MELTANO_DATABASE_URI=f"sqlite:///{tmp_path / 'meltano.db'}",
             MELTANO_SEND_ANONYMOUS_USAGE_STATS="false",
@@ -37,18 +43,29 @@ class Meltano:
             TARGET_MISO_RETRY_MAX_DELAY="0.1",
             TARGET_MISO_MAX_REQUESTS_PER_SECOND="0",
             TARGET_MISO_MAPPINGS=json.dumps(
-                {"atomic-events*": {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": str(tmp_path / "seen.sqlite")}}
+                {
+                    "atomic-events*": {
+                        **samples.SAMPLE_MAPPING_OPTIONS,
+                        "dedupe_store": str(tmp_path / "seen.sqlite"),
+                    }
+                }
             ),
             TAP_POSTGRES_DATABASE=DATABASE,
-            TAP_POSTGRES_PASSWORD=os.environ.get("PGPASSWORD", "postgres"),  # any value under trust auth
+            TAP_POSTGRES_PASSWORD=os.environ.get(
+                "PGPASSWORD", "postgres"
+            ),  # any value under trust auth
         )
         self.env.update({key: str(value) for key, value in settings.items()})
 
-    def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *args: str, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess:
         done = subprocess.run([MELTANO, *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=False)  # fmt: skip
         if check and done.returncode != 0:
-            pytest.fail(f"meltano {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
+            pytest.fail(
+                f"meltano {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}"
+            )
         return done
 
     def popen(self, *args: str) -> subprocess.Popen:

@@ -38,17 +38,25 @@ def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db
     load(events_db, events[10:])
     second_run = meltano("run", "tap-postgres", "target-miso")
 
-    assert [i["type"] for i in by_time(first)] == ["product_detail_page_view", "category_page_view", "home_page_view"]
-    assert by_time(sandbox.interactions) == samples.expected_interactions(), "every event once, none twice"
-    assert bookmark["singer_state"]["bookmarks"]["atomic-events_for_miso"]["replication_key_value"].startswith(
-        "2024-05-01T10:01:20.5"
+    assert [i["type"] for i in by_time(first)] == [
+        "product_detail_page_view",
+        "category_page_view",
+        "home_page_view",
+    ]
+    assert by_time(sandbox.interactions) == samples.expected_interactions(), (
+        "every event once, none twice"
     )
+    assert bookmark["singer_state"]["bookmarks"]["atomic-events_for_miso"][
+        "replication_key_value"
+    ].startswith("2024-05-01T10:01:20.5")
     # tap-postgres re-sends the boundary row (inclusive bookmark) and Snowplow sent one event
     # twice: the preset drops both.
     assert "        2  snowplow: duplicate event_id\n" in second_run.stderr
 
 
-def test_an_api_outage_fails_the_run_and_leaves_the_bookmark(meltano_installed, events_db, tmp_path, sandbox_factory):
+def test_an_api_outage_fails_the_run_and_leaves_the_bookmark(
+    meltano_installed, events_db, tmp_path, sandbox_factory
+):
     healthy, down = sandbox_factory(), sandbox_factory(fail_all_status=503)
     events = samples.sample_events()
     load(events_db, events[:10], create=True)
@@ -56,7 +64,9 @@ def test_an_api_outage_fails_the_run_and_leaves_the_bookmark(meltano_installed, 
     before = Meltano(tmp_path, healthy).state()
     load(events_db, events[10:])
 
-    outage = Meltano(tmp_path, down, TARGET_MISO_MAX_RETRIES=1)("run", "tap-postgres", "target-miso", check=False)
+    outage = Meltano(tmp_path, down, TARGET_MISO_MAX_RETRIES=1)(
+        "run", "tap-postgres", "target-miso", check=False
+    )
 
     assert outage.returncode != 0
     assert "503" in outage.stderr
@@ -64,7 +74,7 @@ def test_an_api_outage_fails_the_run_and_leaves_the_bookmark(meltano_installed, 
     assert down.interactions == []
 
 
-def _load_page_views(conn, count):  # noqa: D103
+def _load_page_views(conn, count):
     """`count` product page views without entities, straight into atomic.events (fast)."""
     load(conn, [], create=True)
     with conn.cursor() as cur:
@@ -91,7 +101,9 @@ def test_a_killed_run_rerun_loses_nothing(meltano_installed, events_db, tmp_path
 
     running = meltano.popen("run", "tap-postgres", "target-miso")
     deadline = time.monotonic() + 120
-    while len(sandbox.interactions) < 3000 and time.monotonic() < deadline and running.poll() is None:
+    while (
+        len(sandbox.interactions) < 3000 and time.monotonic() < deadline and running.poll() is None
+    ):
         time.sleep(0.05)
     os.killpg(running.pid, signal.SIGKILL)  # meltano, the tap and the target, mid-run
     running.wait()
@@ -107,8 +119,9 @@ def test_a_killed_run_rerun_loses_nothing(meltano_installed, events_db, tmp_path
     assert rerun.returncode == 0
 
 
-def test_partitioned_pipelines_run_in_parallel_with_their_own_state(meltano_installed, events_db, tmp_path,
-                                                                    sandbox_factory):
+def test_partitioned_pipelines_run_in_parallel_with_their_own_state(
+    meltano_installed, events_db, tmp_path, sandbox_factory
+):
     events = samples.sample_events()
     for number, event in enumerate(events):
         event.atomic["app_id"] = "shop" if number < 10 else "blog"

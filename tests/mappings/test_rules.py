@@ -24,13 +24,18 @@ RULES = [
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("https://shop.example/p/sku%201?x=1", PageMatch("product_detail_page_view", {"product_ids": ["sku 1"]})),
+        (
+            "https://shop.example/p/sku%201?x=1",
+            PageMatch("product_detail_page_view", {"product_ids": ["sku 1"]}),
+        ),
         ("/c/women/shoes/", PageMatch("category_page_view", {"category": ["women", "shoes"]})),
         ("https://shop.example", PageMatch("home_page_view", {})),
         ("https://shop.example/?q=1#top", PageMatch("home_page_view", {})),
         (
             "https://shop.example/stories/spring",
-            PageMatch("read", {"product_ids": ["spring"], "context.custom_context.section": "stories"}),
+            PageMatch(
+                "read", {"product_ids": ["spring"], "context.custom_context.section": "stories"}
+            ),
         ),
         ("https://shop.example/sale?utm_source=promo", PageMatch("promo_page_view", {})),
         ("https://shop.example/about", None),
@@ -44,18 +49,38 @@ def test_first_matching_rule_wins_and_fills_fields(url, expected):
     ("rules", "path", "message"),
     [
         ({"pattern": "x"}, "page_rules", "expected a list"),
-        ([{"pattern": "(", "type": "read"}], "page_rules[0].pattern", "not a valid regular expression"),
-        ([{"pattern": "x", "type": "view"}], "page_rules[0].type", "'view' is not a Miso interaction type"),
+        (
+            [{"pattern": "(", "type": "read"}],
+            "page_rules[0].pattern",
+            "not a valid regular expression",
+        ),
+        (
+            [{"pattern": "x", "type": "view"}],
+            "page_rules[0].type",
+            "'view' is not a Miso interaction type",
+        ),
         ([{"type": "read"}], "page_rules[0].pattern", "missing"),
-        ([{"pattern": "(?P<sku>.+)", "type": "read"}], "page_rules[0].pattern", "named group 'sku'"),
+        (
+            [{"pattern": "(?P<sku>.+)", "type": "read"}],
+            "page_rules[0].pattern",
+            "named group 'sku'",
+        ),
         (
             [{"pattern": "(?P<product_id>.+)", "type": "home_page_view"}],
             "page_rules[0].pattern",
             "does not take",
         ),
-        ([{"pattern": "x", "type": "read", "fields": {"revenue": 1}}], "page_rules[0].fields.revenue", "not a field"),
+        (
+            [{"pattern": "x", "type": "read", "fields": {"revenue": 1}}],
+            "page_rules[0].fields.revenue",
+            "not a field",
+        ),
         ([{"pattern": "x", "type": "read", "regex": "y"}], "page_rules[0].regex", "unknown key"),
-        ([{"pattern": "x", "type": "read", "on": "host"}], "page_rules[0].on", "expected path or url"),
+        (
+            [{"pattern": "x", "type": "read", "on": "host"}],
+            "page_rules[0].on",
+            "expected path or url",
+        ),
     ],
 )
 def test_mistakes_name_the_setting(rules, path, message):
@@ -82,7 +107,9 @@ def test_segment_pages_go_through_the_rules():
     stream = "segment_shop-pages"
     schema, records = read_singer("segment_tables.singer")[stream]
 
-    interactions, _ = run_stream({stream: {"preset": "segment", "page_rules": RULES}}, stream, schema, records)
+    interactions, _ = run_stream(
+        {stream: {"preset": "segment", "page_rules": RULES}}, stream, schema, records
+    )
 
     assert [(i["type"], i.get("product_ids")) for i in interactions] == [
         ("product_detail_page_view", ["sku-5"]),
@@ -102,7 +129,10 @@ def test_fields_may_template_any_named_group():
             {
                 "pattern": r"^/(?P<section>blog|news)/(?P<product_id>[^/]+)",
                 "type": "read",
-                "fields": {"context.custom_context.section": "{section}", "product_group_ids": ["{section}s"]},
+                "fields": {
+                    "context.custom_context.section": "{section}",
+                    "product_group_ids": ["{section}s"],
+                },
             },
         ],
         "page_rules",
@@ -121,9 +151,16 @@ def test_fields_may_template_any_named_group():
 @pytest.mark.parametrize(
     ("fields", "path", "message"),
     [
-        ({"context.custom_context.section": "{sectoin}"}, "page_rules[0].fields.context.custom_context.section",
-         "unknown placeholder {sectoin}"),
-        ({"product_ids": ["{section"]}, "page_rules[0].fields.product_ids[0]", "not a valid template"),
+        (
+            {"context.custom_context.section": "{sectoin}"},
+            "page_rules[0].fields.context.custom_context.section",
+            "unknown placeholder {sectoin}",
+        ),
+        (
+            {"product_ids": ["{section"]},
+            "page_rules[0].fields.product_ids[0]",
+            "not a valid template",
+        ),
     ],
 )
 def test_a_template_naming_no_group_is_refused(fields, path, message):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
@@ -44,7 +43,9 @@ def test_one_invalid_record_refuses_the_request_with_miso_style_lines(sandbox):
     assert answer.status_code == 422
     body = answer.json()
     assert body["errors"] is True
-    assert body["data"] == ["data.1.revenue is invalid. not allowed on type 'product_detail_page_view'"]
+    assert body["data"] == [
+        "data.1.revenue is invalid. not allowed on type 'product_detail_page_view'"
+    ]
     assert sandbox.interactions == [], "a 422 stores nothing"
 
 
@@ -78,7 +79,9 @@ def test_keys(headers, params, status):
 
 def test_dry_run_validates_and_stores_nothing(sandbox):
     ok = post(sandbox, "/v1/interactions", [interaction(1)], headers=HEADERS, params={"dry_run": 1})
-    refused = post(sandbox, "/v1/interactions", [{"type": "nope"}], headers=HEADERS, params={"dry_run": 1})
+    refused = post(
+        sandbox, "/v1/interactions", [{"type": "nope"}], headers=HEADERS, params={"dry_run": 1}
+    )
 
     assert ok.status_code == 200
     assert refused.status_code == 422
@@ -89,11 +92,16 @@ def test_catalog_upload_ids_delete_and_task_status(sandbox):
     base = f"{sandbox.url}/v1/products"
     assert requests.get(f"{base}/_ids", headers=HEADERS, timeout=5).status_code == 404
 
-    upload = post(sandbox, "/v1/products", [{"product_id": "p1"}, {"product_id": "p2"}], headers=HEADERS)
+    upload = post(
+        sandbox, "/v1/products", [{"product_id": "p1"}, {"product_id": "p2"}], headers=HEADERS
+    )
     task_id = upload.json()["data"]["task_id"]
     ids = requests.get(f"{base}/_ids", headers=HEADERS, timeout=5).json()["data"]["ids"]
     deleted = requests.post(
-        f"{base}/_delete", json={"data": {"product_ids": ["p1", "nope"]}}, headers=HEADERS, timeout=5
+        f"{base}/_delete",
+        json={"data": {"product_ids": ["p1", "nope"]}},
+        headers=HEADERS,
+        timeout=5,
     )
     status = requests.get(f"{base}/_status/{task_id}", headers=HEADERS, timeout=5).json()
 
@@ -126,8 +134,17 @@ def test_unknown_fault_option_is_refused():
 def test_command_line_sandbox_serves_and_reports(tmp_path):
     capture = tmp_path / "received.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "target_miso.miso.sandbox", "--port", "0", "--api-key", API_KEY,
-         "--capture", str(capture)],
+        [
+            sys.executable,
+            "-m",
+            "target_miso.miso.sandbox",
+            "--port",
+            "0",
+            "--api-key",
+            API_KEY,
+            "--capture",
+            str(capture),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

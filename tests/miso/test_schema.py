@@ -58,7 +58,9 @@ def test_the_schema_is_valid_draft_2020_12_and_names_29_types():
 
 @pytest.mark.parametrize("interaction_type", sorted(TYPE_FIELDS))
 def test_every_type_accepts_its_minimal_and_its_full_record(interaction_type):
-    full = {field: SAMPLE_VALUES[field] for field in allowed_fields(interaction_type) if field != "type"}
+    full = {
+        field: SAMPLE_VALUES[field] for field in allowed_fields(interaction_type) if field != "type"
+    }
     full["type"] = interaction_type
     for record in (minimal(interaction_type), full):
         assert VALIDATOR.reasons(record) == []
@@ -133,14 +135,18 @@ _scalars = st.one_of(
     st.floats(-1, 6, allow_nan=False),
     st.sampled_from([float("nan"), float("inf"), float("-inf"), 2**70]),
     st.text(max_size=3),
-    st.sampled_from(["", "2024-05-01T10:00:00Z", "10.0.0.x", "3f0c8f5e-9a1b-4c2d-8e3f-0a1b2c3d4e5f"]),
+    st.sampled_from(
+        ["", "2024-05-01T10:00:00Z", "10.0.0.x", "3f0c8f5e-9a1b-4c2d-8e3f-0a1b2c3d4e5f"]
+    ),
 )
 _values = st.recursive(
     _scalars,
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.dictionaries(
-            st.sampled_from(["url", "keywords", "filters", "page", "seq", "custom_context", "title"]),
+            st.sampled_from(
+                ["url", "keywords", "filters", "page", "seq", "custom_context", "title"]
+            ),
             inner,
             max_size=3,
         ),
@@ -164,7 +170,14 @@ def candidate_records(draw):
         if field != "type":
             record[field] = draw(_values)
     if draw(st.booleans()) and draw(st.booleans()):
-        record.pop(draw(st.sampled_from(["user_id", "product_ids", *TYPE_REQUIRED.get(interaction_type, ())])), None)
+        record.pop(
+            draw(
+                st.sampled_from(
+                    ["user_id", "product_ids", *TYPE_REQUIRED.get(interaction_type, ())]
+                )
+            ),
+            None,
+        )
     return record
 
 

@@ -99,7 +99,9 @@ PROFILES = {
     # Small batches and checkpoints, few requests at once: delivery is saturated most of
     # the time, so the signal often lands while a batch is being handed over.
     "small batches": {
-        "batch_size_rows": 50, "state_checkpoint_records": 200, "max_concurrent_requests": 2,
+        "batch_size_rows": 50,
+        "state_checkpoint_records": 200,
+        "max_concurrent_requests": 2,
     },
     "default batches": {},
 }
@@ -110,7 +112,10 @@ TOTALS = {"small batches": 8_000, "default batches": 30_000}
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_at_a_random_point_loses_nothing_and_the_run_resumes(
-    sandbox_factory, tmp_path, signum, profile,
+    sandbox_factory,
+    tmp_path,
+    signum,
+    profile,
 ):
     rng = random.Random(f"{signum}-{profile}")  # noqa: S311 - test data
     total = TOTALS[profile]
@@ -144,7 +149,8 @@ def test_a_signal_at_a_random_point_loses_nothing_and_the_run_resumes(
 
 
 def test_sigterm_while_rejects_are_written_ends_and_keeps_every_reject(
-    sandbox_factory, tmp_path,
+    sandbox_factory,
+    tmp_path,
 ):
     rng = random.Random(14)  # noqa: S311 - test data
     total = 20_000
@@ -171,12 +177,18 @@ def test_sigterm_while_rejects_are_written_ends_and_keeps_every_reject(
 
 
 def test_sigterm_during_an_outage_ends_within_the_grace_period_without_state(
-    sandbox_factory, tmp_path,
+    sandbox_factory,
+    tmp_path,
 ):
     sandbox = sandbox_factory(fail_all_status=503)
     config = write_config(
-        tmp_path, sandbox.url, batch_size_rows=50, stop_grace_seconds=2,
-        max_retries=50, retry_initial_delay=1, retry_max_delay=5,
+        tmp_path,
+        sandbox.url,
+        batch_size_rows=50,
+        stop_grace_seconds=2,
+        max_retries=50,
+        retry_initial_delay=1,
+        retry_max_delay=5,
     )
     target = FedTarget(config, singer_input([interaction(i) for i in range(500)], state_every=50))
     _wait_for(lambda: sandbox.stats()["requests_total"] > 0)
@@ -195,7 +207,11 @@ def test_sigterm_during_an_outage_ends_within_the_grace_period_without_state(
 def test_a_second_signal_stops_at_once(sandbox_factory, tmp_path):
     sandbox = sandbox_factory(fail_all_status=503)
     config = write_config(
-        tmp_path, sandbox.url, batch_size_rows=50, stop_grace_seconds=120, max_retries=50,
+        tmp_path,
+        sandbox.url,
+        batch_size_rows=50,
+        stop_grace_seconds=120,
+        max_retries=50,
         retry_initial_delay=1,
     )
     target = FedTarget(config, singer_input([interaction(i) for i in range(500)], state_every=50))

@@ -213,9 +213,16 @@ def test_killed_run_resumed_from_its_last_state_delivers_every_record(sandbox_fa
 
 def test_float_in_state_is_written_back_unchanged(sandbox, tmp_path):
     config = write_config(tmp_path, sandbox.url)
-    singer = singer_input([interaction(1)]) + json.dumps(
-        {"type": "STATE", "value": {"bookmarks": {"s": {"replication_key_value": 1717200000.125}}}},
-    ) + "\n"
+    singer = (
+        singer_input([interaction(1)])
+        + json.dumps(
+            {
+                "type": "STATE",
+                "value": {"bookmarks": {"s": {"replication_key_value": 1717200000.125}}},
+            },
+        )
+        + "\n"
+    )
 
     run = run_target(config, singer)
 
@@ -235,10 +242,15 @@ def test_api_key_in_the_url_is_refused_before_any_request(sandbox, tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_terminated_run_delivers_what_it_read_and_says_it_did_not_finish(
-    sandbox, tmp_path, signum,
+    sandbox,
+    tmp_path,
+    signum,
 ):
     config = write_config(
-        tmp_path, sandbox.url, batch_size_rows=300, state_checkpoint_seconds=3600,
+        tmp_path,
+        sandbox.url,
+        batch_size_rows=300,
+        state_checkpoint_seconds=3600,
     )
     process = subprocess.Popen(
         [*target_command(), "--config", str(config)],
@@ -282,12 +294,18 @@ def test_reading_goes_on_while_a_checkpoints_requests_are_answered(sandbox_facto
     sandbox = sandbox_factory(latency_ms=200)
     total = 1000
     config = write_config(
-        tmp_path, sandbox.url, batch_size_rows=50, state_checkpoint_records=50,
+        tmp_path,
+        sandbox.url,
+        batch_size_rows=50,
+        state_checkpoint_records=50,
         max_concurrent_requests=4,
     )
     process = subprocess.Popen(
         [*target_command(), "--config", str(config)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     process.stdin.write(singer_input([interaction(i) for i in range(total)], state_every=50))
     process.stdin.close()
@@ -302,7 +320,8 @@ def test_reading_goes_on_while_a_checkpoints_requests_are_answered(sandbox_facto
 
 
 def test_an_outage_mid_run_stops_states_before_the_first_undelivered_record(
-    sandbox_factory, tmp_path,
+    sandbox_factory,
+    tmp_path,
 ):
     sandbox = sandbox_factory(latency_ms=50)
     total = 3000
@@ -312,11 +331,18 @@ def test_an_outage_mid_run_stops_states_before_the_first_undelivered_record(
             sandbox.set_faults(latency_ms=50, fail_all_status=503)
 
     config = write_config(
-        tmp_path, sandbox.url, batch_size_rows=50, state_checkpoint_records=100, max_retries=1,
+        tmp_path,
+        sandbox.url,
+        batch_size_rows=50,
+        state_checkpoint_records=100,
+        max_retries=1,
     )
     process = subprocess.Popen(
         [*target_command(), "--config", str(config)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # A target that hangs instead of failing is killed, and the test fails on its exit code.
     watchdog = threading.Timer(120, process.kill)
@@ -351,11 +377,17 @@ def test_a_failed_run_does_not_wait_out_the_backoffs_of_other_requests(sandbox_f
     # then, not once they have used up their retries.
     sandbox = sandbox_factory(fail_all_status=503)
     records = [interaction(i) for i in range(20)] + [
-        interaction(i, user_id=None) for i in range(20, 40)  # no identity: set aside
+        interaction(i, user_id=None)
+        for i in range(20, 40)  # no identity: set aside
     ]
     config = write_config(
-        tmp_path, sandbox.url, batch_size_rows=10, max_rejects=2, max_retries=5,
-        retry_initial_delay=60, retry_max_delay=60,
+        tmp_path,
+        sandbox.url,
+        batch_size_rows=10,
+        max_rejects=2,
+        max_retries=5,
+        retry_initial_delay=60,
+        retry_max_delay=60,
     )
     started = time.monotonic()
 

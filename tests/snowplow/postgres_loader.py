@@ -13,7 +13,10 @@ from target_miso import samples
 
 PG_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
 VIEW_SQL = samples.__file__.rsplit("/", 2)[0] + "/sql/snowplow/postgres_events_view.sql"
-_BOOLEANS = frozenset({c for c in samples.ATOMIC_COLUMNS if c.startswith("br_features_")} | {"br_cookies", "dvce_ismobile"})
+_BOOLEANS = frozenset(
+    {c for c in samples.ATOMIC_COLUMNS if c.startswith("br_features_")}
+    | {"br_cookies", "dvce_ismobile"}
+)
 
 
 def _atomic_type(column: str) -> str:
@@ -36,14 +39,18 @@ def _json_type(values: list[t.Any]) -> str:
         return "boolean"
     if present and all(isinstance(value, int) and not isinstance(value, bool) for value in present):
         return "bigint"
-    if present and all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in present):
+    if present and all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) for value in present
+    ):
         return "double precision"
     if any(isinstance(value, (list, dict)) for value in present):
         return "jsonb"
     return "varchar(4096)"
 
 
-def _shredded(events: list[samples.LogicalEvent]) -> dict[str, list[tuple[str, dict, samples.LogicalEvent]]]:
+def _shredded(
+    events: list[samples.LogicalEvent],
+) -> dict[str, list[tuple[str, dict, samples.LogicalEvent]]]:
     """Shredded table name -> (iglu uri, snake_case data, event) for every event and entity."""
     tables: dict[str, list[tuple[str, dict, samples.LogicalEvent]]] = {}
     for event in events:
@@ -55,7 +62,9 @@ def _shredded(events: list[samples.LogicalEvent]) -> dict[str, list[tuple[str, d
     return tables
 
 
-def load_events(conn: psycopg.Connection, schema: str, events: list[samples.LogicalEvent], *, create: bool) -> None:
+def load_events(
+    conn: psycopg.Connection, schema: str, events: list[samples.LogicalEvent], *, create: bool
+) -> None:
     """Insert events into <schema>.events and its shredded tables.
 
     With ``create``, the schema is made first, with a shredded table for every schema of the
@@ -68,9 +77,12 @@ def load_events(conn: psycopg.Connection, schema: str, events: list[samples.Logi
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
             cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
             columns = sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_atomic_type(c))) for c in samples.ATOMIC_COLUMNS
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_atomic_type(c)))
+                for c in samples.ATOMIC_COLUMNS
             )
-            cur.execute(sql.SQL("CREATE TABLE {}.events ({})").format(sql.Identifier(schema), columns))
+            cur.execute(
+                sql.SQL("CREATE TABLE {}.events ({})").format(sql.Identifier(schema), columns)
+            )
             for table, rows in tables_to_create.items():
                 keys = sorted({key for _, data, _ in rows for key in data})
                 meta = ("schema_vendor varchar(128) NOT NULL, schema_name varchar(128) NOT NULL, "
@@ -78,12 +90,22 @@ def load_events(conn: psycopg.Connection, schema: str, events: list[samples.Logi
                         "root_id uuid NOT NULL, root_tstamp timestamp NOT NULL")  # fmt: skip
                 fields = [sql.SQL("{} {}").format(sql.Identifier(key), sql.SQL(_json_type([d.get(key) for _, d, _ in rows])))
                           for key in keys]  # fmt: skip
-                cur.execute(sql.SQL("CREATE TABLE {}.{} ({})").format(
-                    sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join([sql.SQL(meta), *fields])))
+                cur.execute(
+                    sql.SQL("CREATE TABLE {}.{} ({})").format(
+                        sql.Identifier(schema),
+                        sql.Identifier(table),
+                        sql.SQL(", ").join([sql.SQL(meta), *fields]),
+                    )
+                )
         placeholders = sql.SQL(", ").join(sql.Placeholder() * len(samples.ATOMIC_COLUMNS))
         insert = sql.SQL("INSERT INTO {}.events ({}) VALUES ({})").format(
-            sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, samples.ATOMIC_COLUMNS)), placeholders)
-        cur.executemany(insert, [[event.atomic.get(c) for c in samples.ATOMIC_COLUMNS] for event in events])
+            sql.Identifier(schema),
+            sql.SQL(", ").join(map(sql.Identifier, samples.ATOMIC_COLUMNS)),
+            placeholders,
+        )
+        cur.executemany(
+            insert, [[event.atomic.get(c) for c in samples.ATOMIC_COLUMNS] for event in events]
+        )
         for table, rows in tables.items():
             for iglu, data, event in rows:
                 vendor, name, fmt, version = iglu.removeprefix("iglu:").split("/")
@@ -92,10 +114,15 @@ def load_events(conn: psycopg.Connection, schema: str, events: list[samples.Logi
                     "root_id": event.atomic["event_id"], "root_tstamp": event.atomic["collector_tstamp"],
                     **{key: Jsonb(value) if isinstance(value, (list, dict)) else value for key, value in data.items()},
                 }  # fmt: skip
-                cur.execute(sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
-                    sql.Identifier(schema), sql.Identifier(table),
-                    sql.SQL(", ").join(map(sql.Identifier, values)),
-                    sql.SQL(", ").join(sql.Placeholder() * len(values))), list(values.values()))
+                cur.execute(
+                    sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
+                        sql.Identifier(schema),
+                        sql.Identifier(table),
+                        sql.SQL(", ").join(map(sql.Identifier, values)),
+                        sql.SQL(", ").join(sql.Placeholder() * len(values)),
+                    ),
+                    list(values.values()),
+                )
     conn.commit()
 
 

@@ -32,12 +32,17 @@ def test_view_rows_map_to_exactly_the_expected_interactions(conn):
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         cur.execute(f"SELECT * FROM {SCHEMA}.events_for_miso ORDER BY collector_tstamp, event_id")
         rows = cur.fetchall()
-    mapping = build_mapping("events", {"events": {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": None}}, {})
+    mapping = build_mapping(
+        "events", {"events": {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": None}}, {}
+    )
     interactions = [i for row in rows for i in mapping.map(row)] + [i for i, _ in mapping.flush()]
 
     # Rows come back sorted by collector time, not in the logical order: the duplicate and
     # the pings then arrive in another order, which must not matter.
-    assert sorted(interactions, key=lambda i: (i["timestamp"], i["type"])) == samples.expected_interactions()
+    assert (
+        sorted(interactions, key=lambda i: (i["timestamp"], i["type"]))
+        == samples.expected_interactions()
+    )
 
 
 def test_view_envelopes_carry_the_event_and_its_entities(conn):
@@ -46,8 +51,10 @@ def test_view_envelopes_carry_the_event_and_its_entities(conn):
     postgres_loader.create_view(conn, SCHEMA)
 
     with conn.cursor() as cur:
-        cur.execute(f"SELECT contexts, unstruct_event FROM {SCHEMA}.events_for_miso WHERE event_id = %s",
-                    (events[16].atomic["event_id"],))  # the site search
+        cur.execute(
+            f"SELECT contexts, unstruct_event FROM {SCHEMA}.events_for_miso WHERE event_id = %s",
+            (events[16].atomic["event_id"],),
+        )  # the site search
         contexts, unstruct = cur.fetchone()
     assert contexts is None
     assert unstruct["data"]["schema"] == samples.SITE_SEARCH
@@ -58,8 +65,10 @@ def test_view_envelopes_carry_the_event_and_its_entities(conn):
 def test_view_without_shredded_tables_still_works(conn):
     postgres_loader.load_events(conn, SCHEMA, [samples.sample_events()[9]], create=True)
     with conn.cursor() as cur:
-        cur.execute(f"DROP TABLE {SCHEMA}.com_snowplowanalytics_snowplow_web_page_1, "
-                    f"{SCHEMA}.com_snowplowanalytics_snowplow_ua_parser_context_1")
+        cur.execute(
+            f"DROP TABLE {SCHEMA}.com_snowplowanalytics_snowplow_web_page_1, "
+            f"{SCHEMA}.com_snowplowanalytics_snowplow_ua_parser_context_1"
+        )
     conn.commit()
     postgres_loader.create_view(conn, SCHEMA)
     with conn.cursor() as cur:

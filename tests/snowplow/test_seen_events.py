@@ -65,7 +65,8 @@ def test_ids_past_the_retention_are_forgotten_at_the_first_commit_of_a_run(tmp_p
     today = int(time.time() // 86_400)
     with sqlite3.connect(path) as db:
         db.execute(
-            "INSERT INTO seen_events VALUES ('old', ?), ('recent', ?)", (today - 31, today - 2),
+            "INSERT INTO seen_events VALUES ('old', ?), ('recent', ?)",
+            (today - 31, today - 2),
         )
     seen = SeenEvents(path, retention_days=30)
     seen.check_and_add("new")

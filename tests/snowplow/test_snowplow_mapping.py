@@ -8,9 +8,9 @@ import pytest
 
 from target_miso import samples
 from target_miso.mappings import MappingConfigError, MappingError, build_mapping
-from target_miso.mappings.snowplow.preset import WEB_PAGE, truncated_ip
 from target_miso.mappings.snowplow.common import CLIENT_SESSION
 from target_miso.mappings.snowplow.event import SnowplowEvent
+from target_miso.mappings.snowplow.preset import WEB_PAGE, truncated_ip
 from tests.helpers import read_rejects, run_target, write_config
 from tests.snowplow.test_layouts import STREAM, singer_lines
 

@@ -124,7 +124,8 @@ def test_a_checkpoint_flushes_held_page_views_and_late_pings_are_counted(sandbox
 
 
 def test_an_interaction_miso_refuses_is_set_aside_with_the_columns_that_identify_its_row(
-    sandbox_factory, tmp_path,
+    sandbox_factory,
+    tmp_path,
 ):
     # Batches keep only those columns of each row (wide rows waiting for a slow API cost
     # ~30 MB otherwise); the rejects file must still say which row it was.
@@ -142,7 +143,11 @@ def test_an_interaction_miso_refuses_is_set_aside_with_the_columns_that_identify
         assert reject["interaction"]["user_id"] == "u-42"
         assert reject["record"]["event_id"] in ids_of_user
         assert set(reject["record"]) <= {
-            "event_id", "event_name", "collector_tstamp", "page_url", "tr_orderid",
+            "event_id",
+            "event_name",
+            "collector_tstamp",
+            "page_url",
+            "tr_orderid",
         }
     assert all(i.get("user_id") != "u-42" for i in sandbox.interactions)
     assert sandbox.interactions, "the other visitors' interactions are delivered"

@@ -19,5 +19,6 @@ def read_page_rules(setting: object, path: str) -> PageRules:
 
     Returns:
         The rules; ``match(url)`` gives the first matching rule's type and fields, or None.
+
     """
     return compile_page_rules(setting, path)

@@ -41,6 +41,7 @@ def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:
 
     Raises:
         MappingError: If the event has no readable timestamp (names the column).
+
     """
     # Runs for every interaction: plain dict lookups, no helper calls where avoidable.
     get = event.record.get
@@ -96,6 +97,7 @@ def event_time(event: SnowplowEvent) -> str:
 
     Raises:
         MappingError: If neither is set or the one used is not a date-time.
+
     """
     get = event.record.get
     column = "derived_tstamp" if get("derived_tstamp") not in (None, "") else "collector_tstamp"
@@ -129,6 +131,7 @@ def truncated_ip(value: str | None) -> str | None:
 
     Returns:
         For example ``203.0.113.0``, or None.
+
     """
     if not value:
         return None

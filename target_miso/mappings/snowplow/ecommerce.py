@@ -57,6 +57,7 @@ def ecommerce_fields(event: SnowplowEvent, action: object) -> tuple[str, dict[st
 
     Raises:
         MappingError: If a quantity or the revenue is not a number.
+
     """
     interaction_type = ECOMMERCE_TYPES.get(action)  # type: ignore[arg-type]
     if interaction_type is None:

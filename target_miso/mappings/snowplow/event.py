@@ -96,6 +96,7 @@ class SnowplowEvent:
 
         Args:
             record: The row.
+
         """
         self.record = record
         self._contexts: dict[str, list[dict[str, t.Any]]] | None = None
@@ -123,6 +124,7 @@ class SnowplowEvent:
 
         Raises:
             MappingError: If the event's JSON cannot be read (names the column).
+
         """
         if self._unstruct is None:
             self._unstruct = self._read_unstruct()
@@ -136,6 +138,7 @@ class SnowplowEvent:
 
         Raises:
             MappingError: If a contexts column cannot be read (names the column).
+
         """
         if self._contexts is None:
             self._contexts = self._read_contexts()

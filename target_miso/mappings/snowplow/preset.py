@@ -113,6 +113,7 @@ class SnowplowMapping(Mapping):
 
         Raises:
             MappingConfigError: On an unknown option or a wrong value.
+
         """
         super().__init__(options, stream_name=stream_name, config_path=config_path)
         unknown = sorted(set(options) - set(OPTIONS))
@@ -162,6 +163,7 @@ class SnowplowMapping(Mapping):
 
         Raises:
             MappingError: If a column the event needs cannot be read (names the column).
+
         """
         event = SnowplowEvent(record)
         event_id = event.text("event_id")
@@ -212,6 +214,7 @@ class SnowplowMapping(Mapping):
 
         Returns:
             event_id, event_name, collector_tstamp, page_url and tr_orderid (when set).
+
         """
         return _identity(record)
 
@@ -224,6 +227,7 @@ class SnowplowMapping(Mapping):
 
         Args:
             token: What ``seal`` returned for that checkpoint; None: everything so far.
+
         """
         self.seen.commit(token)
 

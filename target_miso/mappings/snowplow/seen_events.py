@@ -26,6 +26,7 @@ class SeenEvents:
         Args:
             path: The SQLite file; None keeps ids in memory for this run only.
             retention_days: How long an id is remembered.
+
         """
         self.path = Path(path) if path is not None else None
         if self.path is not None:
@@ -46,7 +47,9 @@ class SeenEvents:
         self._last_token = 0
         self._expired_removed = False
         # An empty store (a first run, or no path) needs no lookups at all.
-        self._stored_any = self._db.execute("SELECT 1 FROM seen_events LIMIT 1").fetchone() is not None
+        self._stored_any = (
+            self._db.execute("SELECT 1 FROM seen_events LIMIT 1").fetchone() is not None
+        )
         # One cursor for every lookup: a new one per event cost a fifth of the lookup.
         self._lookup = self._db.cursor()
 
@@ -58,15 +61,19 @@ class SeenEvents:
 
         Returns:
             True when it was seen before (the event is a duplicate).
+
         """
         if event_id in self._pending:
             return True
         for _, ids in self._sealed:
             if event_id in ids:
                 return True
-        if self._stored_any and self._lookup.execute(
-            "SELECT 1 FROM seen_events WHERE event_id = ?", (event_id,)
-        ).fetchone():
+        if (
+            self._stored_any
+            and self._lookup.execute(
+                "SELECT 1 FROM seen_events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        ):
             return True
         self._pending.add(event_id)
         return False
@@ -76,6 +83,7 @@ class SeenEvents:
 
         Args:
             event_id: The id.
+
         """
         self._pending.discard(event_id)
 
@@ -84,6 +92,7 @@ class SeenEvents:
 
         Returns:
             The token that ``commit`` takes once the checkpoint's interactions are settled.
+
         """
         self._last_token += 1
         self._sealed.append((self._last_token, self._pending))
@@ -96,6 +105,7 @@ class SeenEvents:
         Args:
             token: Every checkpoint up to this one is settled; None: everything seen so far
                 (the end of the run).
+
         """
         if token is None:
             ready = [ids for _, ids in self._sealed] + [self._pending]

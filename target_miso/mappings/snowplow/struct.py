@@ -47,6 +47,7 @@ class StructRule:
 
         Raises:
             MappingConfigError: On any mistake, naming the key at fault.
+
         """
         if not isinstance(setting, dict):
             raise MappingConfigError(path, "expected an object with category, action and type")
@@ -88,6 +89,7 @@ def compile_struct_rules(setting: object, path: str) -> list[StructRule]:
 
     Raises:
         MappingConfigError: On any mistake.
+
     """
     if setting is None:
         return []
