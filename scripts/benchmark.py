@@ -29,6 +29,7 @@ API_KEY = "benchmark-key"
 
 
 def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -60,7 +61,10 @@ def interaction_lines(count: int):
             "type": "product_detail_page_view",
             "user_id": f"user-{i % 5000}" if i % 3 else None,
             "anonymous_id": f"0d4a6e5c-{i % 20000:08d}",
-            "timestamp": f"2024-05-01 {(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}.{i % 1000:03d}",
+            "timestamp": (
+                f"2024-05-01 {(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}"
+                f".{i % 1000:03d}"
+            ),
             "product_ids": [f"sku-{i % 40000}"],
             "context": {
                 "page": {"url": f"https://shop.example/p/sku-{i % 40000}", "title": "A product"},
@@ -82,6 +86,7 @@ def snowplow_lines(count: int):
 
 
 def write_input(shape: str, count: int, path: Path) -> None:
+    """Write `count` Singer lines of the given shape to `path`."""
     lines = snowplow_lines(count) if shape == "snowplow" else interaction_lines(count)
     with path.open("w") as out:
         for line in lines:
@@ -92,6 +97,7 @@ class Sandbox:
     """The sandbox API in its own process."""
 
     def __init__(self, latency_ms: int) -> None:
+        """Start the sandbox on a free port and wait (up to 15 s) until it answers."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -117,14 +123,17 @@ class Sandbox:
         raise RuntimeError("the sandbox did not start")
 
     def stats(self) -> dict:
+        """Return the sandbox's counters."""
         with urllib.request.urlopen(f"{self.url}/_sandbox/stats", timeout=5) as answer:
             return json.load(answer)
 
     def reset(self) -> None:
+        """Forget everything the sandbox received."""
         request = urllib.request.Request(f"{self.url}/_sandbox/reset", method="POST", data=b"")
         urllib.request.urlopen(request, timeout=5).close()
 
     def stop(self) -> None:
+        """Terminate the sandbox process and wait for it."""
         self.process.terminate()
         self.process.wait(timeout=10)
 
@@ -149,6 +158,7 @@ def run_measured(command: list[str], input_path: Path) -> dict:
 
 
 def target_command(sandbox: Sandbox, workdir: Path, shape: str) -> list[str]:
+    """Write a target-miso config for this sandbox and return the command that runs it."""
     config = {
         "api_url": sandbox.url,
         "api_key": API_KEY,
@@ -172,7 +182,7 @@ VENDOR_VENV = ROOT / "output" / "bench" / "vendor-venv"
 
 
 def install_vendor() -> Path:
-    """The vendor's target-miso 0.9.5 from PyPI in its own venv (kept under output/bench)."""
+    """Install the vendor's target-miso 0.9.5 from PyPI into a venv kept under output/bench."""
     python = VENDOR_VENV / "bin" / "python"
     if not (VENDOR_VENV / "bin" / "target-miso").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENDOR_VENV)], check=True)
@@ -183,7 +193,7 @@ def install_vendor() -> Path:
 
 
 def vendor_command(executable: Path, sandbox: Sandbox, workdir: Path, shape: str) -> list[str]:
-    """The vendor target with a Python template doing the yardstick's own mapping."""
+    """Return the command for the vendor target, with a template doing the yardstick's mapping."""
     import inspect  # noqa: PLC0415
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -202,6 +212,7 @@ def vendor_command(executable: Path, sandbox: Sandbox, workdir: Path, shape: str
 
 
 def main() -> None:
+    """Measure each program at each latency and print the table and the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--shape", choices=["interactions", "snowplow"], default="interactions")

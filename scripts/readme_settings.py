@@ -18,7 +18,7 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
 def settings_table() -> str:
-    """The markdown table of every setting, as the target itself documents it."""
+    """Return the markdown table of every setting, as the target itself documents it."""
     about = subprocess.run(
         [sys.executable, "-m", "target_miso", "--about", "--format=markdown"],
         check=True,

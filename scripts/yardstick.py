@@ -30,7 +30,7 @@ def map_interaction(record: dict) -> dict | None:
 
 
 def map_snowplow(record: dict) -> dict | None:
-    """A minimal Snowplow mapping: page views and e-commerce product views only."""
+    """Map Snowplow rows minimally: page views and e-commerce product views only."""
     event = record.get("event_name")
     if event not in ("page_view", "snowplow_ecommerce_action"):
         return None

@@ -36,14 +36,24 @@ def sandbox_factory() -> t.Iterator[t.Callable[..., Sandbox]]:
 
 @pytest.fixture(scope="session")
 def meltano_installed(tmp_path_factory) -> None:
-    """`meltano install` of the plugins the tests run (slow the first time; then cached in .meltano)."""
+    """`meltano install` of the plugins the tests run.
+
+    Slow the first time; then cached in .meltano.
+    """
     db = tmp_path_factory.mktemp("meltano-install") / "meltano.db"
     env = {
         **os.environ,
         "MELTANO_DATABASE_URI": f"sqlite:///{db}",
         "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
     }
-    done = subprocess.run([MELTANO, "install", *PLUGINS], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=1200, check=False)  # fmt: skip
+    done = subprocess.run(
+        [MELTANO, "install", *PLUGINS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.fail(f"meltano install failed:\n{done.stderr[-4000:]}")

@@ -86,7 +86,7 @@ class SetAsideNotSent:
         rejected = _rejected_records()
         expected = _input_records(self.singer_filepath)
         assert len(rejected) == len(expected)
-        for entry, message in zip(rejected, expected):
+        for entry, message in zip(rejected, expected, strict=True):
             assert entry["stream"] == message["stream"]
             assert entry["stage"] == "validation"
             assert "type: missing; every interaction needs a type" in entry["reasons"]

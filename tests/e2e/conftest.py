@@ -60,8 +60,15 @@ class Meltano:
     def __call__(
         self, *args: str, timeout: float = 300, check: bool = True
     ) -> subprocess.CompletedProcess:
-        done = subprocess.run([MELTANO, *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)  # fmt: skip
+        done = subprocess.run(
+            [MELTANO, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if check and done.returncode != 0:
             pytest.fail(
                 f"meltano {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}"
@@ -69,8 +76,15 @@ class Meltano:
         return done
 
     def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([MELTANO, *args], cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [MELTANO, *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
     def state(self, state_id: str = "dev:tap-postgres-to-target-miso") -> dict | None:
         done = self("state", "get", state_id, check=False)
@@ -84,7 +98,10 @@ def meltano(meltano_installed, tmp_path, sandbox) -> Meltano:
 
 @pytest.fixture
 def events_db() -> t.Iterator[psycopg.Connection]:
-    """A fresh database with the Snowplow Postgres loader's `atomic` schema (tables made by the test)."""
+    """A fresh database with the Snowplow Postgres loader's `atomic` schema.
+
+    The tables are made by the test.
+    """
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {DATABASE}")

@@ -1,4 +1,7 @@
-"""`meltano run tap-postgres target-miso` on a Snowplow Postgres loader schema, through the shipped view."""
+"""`meltano run tap-postgres target-miso` on a Snowplow Postgres loader schema.
+
+The rows go through the shipped view.
+"""
 
 from __future__ import annotations
 
@@ -79,8 +82,8 @@ def _load_page_views(conn, count):
     load(conn, [], create=True)
     with conn.cursor() as cur:
         cur.execute(
-            """INSERT INTO atomic.events (event_id, collector_tstamp, derived_tstamp, event, event_name,
-                   event_vendor, domain_userid, page_url, v_collector, v_etl)
+            """INSERT INTO atomic.events (event_id, collector_tstamp, derived_tstamp, event,
+                   event_name, event_vendor, domain_userid, page_url, v_collector, v_etl)
                SELECT md5(i::text)::uuid, timestamp '2024-05-01' + i * interval '1 second',
                       timestamp '2024-05-01' + i * interval '1 second', 'page_view', 'page_view',
                       'com.snowplowanalytics.snowplow', 'visitor-' || (i %% 100),

@@ -163,7 +163,7 @@ def test_sigterm_while_rejects_are_written_ends_and_keeps_every_reject(
         workdir.mkdir()
         config = write_config(workdir, sandbox.url, batch_size_rows=50, max_rejects=None)
         target = FedTarget(config, singer_input(records, state_every=STATE_EVERY))
-        _wait_for(lambda: (workdir / "rejects.jsonl").exists())  # noqa: B023
+        _wait_for((workdir / "rejects.jsonl").exists)
         time.sleep(rng.uniform(0, 0.2))
         target.signal(signal.SIGTERM)
         code, states, stderr, _ = target.finish(timeout=30)

@@ -85,11 +85,17 @@ def load_events(
             )
             for table, rows in tables_to_create.items():
                 keys = sorted({key for _, data, _ in rows for key in data})
-                meta = ("schema_vendor varchar(128) NOT NULL, schema_name varchar(128) NOT NULL, "
-                        "schema_format varchar(128) NOT NULL, schema_version varchar(128) NOT NULL, "
-                        "root_id uuid NOT NULL, root_tstamp timestamp NOT NULL")  # fmt: skip
-                fields = [sql.SQL("{} {}").format(sql.Identifier(key), sql.SQL(_json_type([d.get(key) for _, d, _ in rows])))
-                          for key in keys]  # fmt: skip
+                meta = (
+                    "schema_vendor varchar(128) NOT NULL, schema_name varchar(128) NOT NULL, "
+                    "schema_format varchar(128) NOT NULL, schema_version varchar(128) NOT NULL, "
+                    "root_id uuid NOT NULL, root_tstamp timestamp NOT NULL"
+                )
+                fields = [
+                    sql.SQL("{} {}").format(
+                        sql.Identifier(key), sql.SQL(_json_type([d.get(key) for _, d, _ in rows]))
+                    )
+                    for key in keys
+                ]
                 cur.execute(
                     sql.SQL("CREATE TABLE {}.{} ({})").format(
                         sql.Identifier(schema),
@@ -110,10 +116,17 @@ def load_events(
             for iglu, data, event in rows:
                 vendor, name, fmt, version = iglu.removeprefix("iglu:").split("/")
                 values = {
-                    "schema_vendor": vendor, "schema_name": name, "schema_format": fmt, "schema_version": version,
-                    "root_id": event.atomic["event_id"], "root_tstamp": event.atomic["collector_tstamp"],
-                    **{key: Jsonb(value) if isinstance(value, (list, dict)) else value for key, value in data.items()},
-                }  # fmt: skip
+                    "schema_vendor": vendor,
+                    "schema_name": name,
+                    "schema_format": fmt,
+                    "schema_version": version,
+                    "root_id": event.atomic["event_id"],
+                    "root_tstamp": event.atomic["collector_tstamp"],
+                    **{
+                        key: Jsonb(value) if isinstance(value, (list, dict)) else value
+                        for key, value in data.items()
+                    },
+                }
                 cur.execute(
                     sql.SQL("INSERT INTO {}.{} ({}) VALUES ({})").format(
                         sql.Identifier(schema),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from target_miso import samples
 from target_miso.mappings import build_mapping
@@ -30,7 +31,11 @@ def test_view_rows_map_to_exactly_the_expected_interactions(conn):
     postgres_loader.create_view(conn, SCHEMA)
 
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        cur.execute(f"SELECT * FROM {SCHEMA}.events_for_miso ORDER BY collector_tstamp, event_id")
+        cur.execute(
+            sql.SQL("SELECT * FROM {}.events_for_miso ORDER BY collector_tstamp, event_id").format(
+                sql.Identifier(SCHEMA)
+            )
+        )
         rows = cur.fetchall()
     mapping = build_mapping(
         "events", {"events": {**samples.SAMPLE_MAPPING_OPTIONS, "dedupe_store": None}}, {}
@@ -52,7 +57,9 @@ def test_view_envelopes_carry_the_event_and_its_entities(conn):
 
     with conn.cursor() as cur:
         cur.execute(
-            f"SELECT contexts, unstruct_event FROM {SCHEMA}.events_for_miso WHERE event_id = %s",
+            sql.SQL(
+                "SELECT contexts, unstruct_event FROM {}.events_for_miso WHERE event_id = %s"
+            ).format(sql.Identifier(SCHEMA)),
             (events[16].atomic["event_id"],),
         )  # the site search
         contexts, unstruct = cur.fetchone()
@@ -72,5 +79,9 @@ def test_view_without_shredded_tables_still_works(conn):
     conn.commit()
     postgres_loader.create_view(conn, SCHEMA)
     with conn.cursor() as cur:
-        cur.execute(f"SELECT count(*), count(contexts) FROM {SCHEMA}.events_for_miso")
+        cur.execute(
+            sql.SQL("SELECT count(*), count(contexts) FROM {}.events_for_miso").format(
+                sql.Identifier(SCHEMA)
+            )
+        )
         assert cur.fetchone() == (1, 0)

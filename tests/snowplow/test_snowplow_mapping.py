@@ -289,7 +289,7 @@ def test_a_legacy_transaction_without_items_gives_nothing_and_is_counted():
     assert preset.skipped["transaction: no transaction_item before the flush"] == 1
 
 
-def struct(number, category, action, label=None, prop=None, value=None):
+def struct(number, category, action, *, label=None, prop=None, value=None):
     return samples.LogicalEvent(
         samples._event(
             number,
