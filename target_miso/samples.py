@@ -191,7 +191,10 @@ SPRING_SALE = {
 
 
 def sample_events() -> list[LogicalEvent]:
-    """The logical event set behind the demo and the layout tests (see expected_interactions)."""
+    """Return the logical event set behind the demo and the layout tests.
+
+    See expected_interactions.
+    """
     shoe_page = "https://shop.example/product/sku-1"
     return [
         _page(1, 0, "/product/sku-1?utm_source=newsletter", "pv-1", mkt_source="newsletter",
@@ -262,7 +265,7 @@ def sample_events() -> list[LogicalEvent]:
 
 
 def expected_interactions() -> list[dict[str, t.Any]]:
-    """What the default sample mapping must give for sample_events(), sorted by timestamp.
+    """Return what the default sample mapping must give for sample_events(), sorted by timestamp.
 
     Written out by hand (not computed by the preset), so a test comparing the two can fail.
     """

@@ -377,7 +377,7 @@ def _check_children(value: object) -> str | None:
 
 
 def _check_for(schema: dict[str, t.Any]) -> t.Callable[[object], str | None]:
-    """The hand-written check for a field schema of the tables above."""
+    """Return the hand-written check for a field schema of the tables above."""
     if schema is _STRING:
         return _check_string
     if schema is _STRINGS:

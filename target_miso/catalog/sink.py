@@ -92,7 +92,7 @@ class CatalogSink(InteractionsSink):
             self._seal()
 
     def activate_version(self, new_version: int) -> None:
-        """A full-table sync of this stream: see ``Catalogs.activate_version``.
+        """Start a full-table sync of this stream: see ``Catalogs.activate_version``.
 
         Args:
             new_version: The table version (not needed: ids seen in this run decide).

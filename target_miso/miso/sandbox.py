@@ -175,13 +175,13 @@ class SandboxStore:
             self.requests_by_path[path] += 1
 
     def enter(self) -> None:
-        """A request started (for the concurrency high-water mark)."""
+        """Count a request that started (for the concurrency high-water mark)."""
         with self._lock:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def leave(self) -> None:
-        """A request finished."""
+        """Count a request that finished."""
         with self._lock:
             self.in_flight -= 1
 
@@ -316,11 +316,11 @@ class SandboxHandler(http.server.BaseHTTPRequestHandler):
         """Stay quiet: tests and benchmarks read the target's logs, not ours."""
 
     def do_GET(self) -> None:
-        """Reads: catalog ids and task status, and the sandbox's own introspection."""
+        """Serve reads: catalog ids and task status, and the sandbox's own introspection."""
         self._handle("GET")
 
     def do_POST(self) -> None:
-        """Uploads and deletes."""
+        """Serve uploads and deletes."""
         self._handle("POST")
 
     def _handle(self, method: str) -> None:

@@ -335,7 +335,7 @@ class Run:
             self.close()
 
     def fail(self, error: BaseException) -> None:
-        """The run failed: say why, and release the checkpoints that were delivered.
+        """Fail the run: say why, and release the checkpoints that were delivered.
 
         Checkpoints whose own requests were all delivered still get their STATE, so the
         next run replays as little as possible; nothing after the first checkpoint with a

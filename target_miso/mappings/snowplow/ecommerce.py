@@ -46,7 +46,7 @@ _WITH_QUANTITIES = frozenset({"add_to_cart", "transaction"})
 
 
 def ecommerce_fields(event: SnowplowEvent, action: object) -> tuple[str, dict[str, t.Any]] | str:
-    """The Miso type and item fields of one e-commerce action.
+    """Return the Miso type and item fields of one e-commerce action.
 
     Args:
         event: The event (its product, promotion and transaction entities are read).
