@@ -135,7 +135,7 @@ def parse_json_text(value: object) -> object:
     return value
 
 
-def plain(value: object) -> object:
+def plain(value: object) -> object:  # noqa: PLR0911 - flat dispatch on the value's type
     """Make a value JSON-ready: Decimals become numbers, empties and nulls disappear.
 
     Args:
@@ -160,9 +160,10 @@ def plain(value: object) -> object:
                     cleaned[key] = item
                 continue
             if item_kind is not int and item_kind is not float and item_kind is not bool:
-                item = plain(item)
-                if item is None:
-                    continue
+                kept = plain(item)
+                if kept is not None:
+                    cleaned[key] = kept
+                continue
             cleaned[key] = item
         return cleaned or None
     if kind is list:
@@ -177,7 +178,7 @@ def plain(value: object) -> object:
     return value
 
 
-def normalize_field(field: str, value: object) -> object:
+def normalize_field(field: str, value: object) -> object:  # noqa: PLR0911 - flat dispatch on the field
     """Normalize one top-level interaction field by what Miso expects there.
 
     Args:

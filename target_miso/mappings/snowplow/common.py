@@ -30,7 +30,7 @@ _MAX_OCTET = 255
 _MAX_OCTET_DIGITS = 3
 
 
-def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:
+def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:  # noqa: PLR0912 - hot path, kept flat
     """Return the identity, time and context fields of one event.
 
     Args:

@@ -44,7 +44,7 @@ def _snake_keys(data: object) -> dict[str, t.Any]:
     snaked = _snake_all(tuple(data))
     # Entities of one schema share their keys: one cached answer per key set, and no copy
     # when they are snake_cased already (entities are read-only).
-    return data if snaked is None else dict(zip(snaked, data.values()))
+    return data if snaked is None else dict(zip(snaked, data.values(), strict=True))
 
 
 @functools.lru_cache(maxsize=1024)  # the only cache: a key set, not each key, is looked up
