@@ -130,7 +130,7 @@ def _event(number: int, name: str, seconds: float, **atomic: t.Any) -> dict[str,
         "page_view": "page_view", "page_ping": "page_ping", "transaction": "transaction",
         "transaction_item": "transaction_item", "event": "struct",
     }.get(name, "unstruct")  # fmt: skip
-    values = {
+    values: dict[str, t.Any] = {
         "app_id": "shop", "platform": "web", "etl_tstamp": _at(seconds + 2),
         "collector_tstamp": _at(seconds + 0.5), "dvce_created_tstamp": _at(seconds),
         "dvce_sent_tstamp": _at(seconds + 0.2), "derived_tstamp": _at(seconds + 0.3),
@@ -614,7 +614,7 @@ def write_enriched_tsv(
         "\t".join(row.get(column) or "" for column in ENRICHED_TSV_COLUMNS) + "\n" for row in rows
     )
     opener = gzip_module.open if gzip else open
-    with opener(path, "wt", encoding="utf-8") as out:  # type: ignore[operator]
+    with opener(path, "wt", encoding="utf-8") as out:
         out.writelines(lines)
 
 

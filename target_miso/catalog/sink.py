@@ -91,7 +91,7 @@ class CatalogSink(InteractionsSink):
         if len(batch) >= self.max_size:
             self._seal()
 
-    def activate_version(self, new_version: int) -> None:
+    def activate_version(self, new_version: int | None) -> None:
         """Start a full-table sync of this stream: see ``Catalogs.activate_version``.
 
         Args:

@@ -358,7 +358,7 @@ class SandboxHandler(http.server.BaseHTTPRequestHandler):
     ) -> tuple[int, dict]:
         store = self.server.store
         query = urllib.parse.parse_qs(url.query)
-        key = self.headers.get("X-API-KEY") or (query.get("api_key") or [None])[0]
+        key = self.headers.get("X-API-KEY") or [*query.get("api_key", []), None][0]
         if key is not None and key == self.server.publishable_key:
             return 403, {"message": _BOT_BLOCKING}
         if key != self.server.api_key:
@@ -523,6 +523,7 @@ class Sandbox:
     def url(self) -> str:
         """The API root to use as the target's ``api_url``."""
         host, port = self._server.server_address[:2]
+        host = t.cast("str", host)  # an AF_INET server: the host is text
         return f"http://{host}:{port}"
 
     @property

@@ -536,7 +536,8 @@ def is_valid_interaction(record: dict[str, t.Any]) -> bool:  # noqa: PLR0911 - e
         check = _FIELD_CHECKS.get(field)
         if check is not None and not check(value):
             return False
-    for field in TYPE_REQUIRED.get(interaction_type, ()):
+    # A str here: _ALLOWED knows the type.
+    for field in TYPE_REQUIRED.get(t.cast("str", interaction_type), ()):
         if field not in record:
             return False
     if interaction_type in ITEM_REQUIRED_TYPES:

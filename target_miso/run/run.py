@@ -204,7 +204,7 @@ class Run:
         """
         self.tally.records_in += 1
         self.rejects.add(
-            stream=stream_of(line),  # type: ignore[arg-type] - None when it cannot be found
+            stream=stream_of(line),  # None when it cannot be found
             reasons=[reason],
             source=line_text(line),
             interaction=None,

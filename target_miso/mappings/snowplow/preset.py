@@ -222,14 +222,14 @@ class SnowplowMapping(Mapping):
         """Take a checkpoint: the event ids seen so far belong to it."""
         return self.seen.seal()
 
-    def commit(self, token: int | None = None) -> None:
+    def commit(self, token: object = None) -> None:
         """Remember the event ids of a checkpoint whose interactions are delivered or set aside.
 
         Args:
             token: What ``seal`` returned for that checkpoint; None: everything so far.
 
         """
-        self.seen.commit(token)
+        self.seen.commit(t.cast("int | None", token))  # what seal() returned, or None
 
     def close(self) -> None:
         """Close the event id store."""

@@ -53,8 +53,8 @@ class StructRule:
             raise MappingConfigError(path, "expected an object with category, action and type")
         unknown = sorted(set(setting) - _RULE_KEYS)
         if unknown:
-            allowed = ", ".join(sorted(_RULE_KEYS))
-            raise MappingConfigError(f"{path}.{unknown[0]}", f"unknown key (allowed: {allowed})")
+            known = ", ".join(sorted(_RULE_KEYS))
+            raise MappingConfigError(f"{path}.{unknown[0]}", f"unknown key (allowed: {known})")
         self.category = str(setting.get("category", "*"))
         self.action = str(setting.get("action", "*"))
         self.type = setting.get("type")
