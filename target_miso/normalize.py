@@ -98,7 +98,9 @@ def to_number(value: object) -> int | float:
     if isinstance(value, decimal.Decimal):
         return (
             int(value)
-            if value == value.to_integral_value() and value.as_tuple().exponent >= 0
+            # The exponent is a str ("n", "N", "F") for NaN and Infinity only: NaN fails the
+            # equality, and Infinity raises TypeError here, as it always has.
+            if value == value.to_integral_value() and value.as_tuple().exponent >= 0  # type: ignore[operator]
             else float(value)
         )
     if isinstance(value, str):
@@ -135,7 +137,7 @@ def parse_json_text(value: object) -> object:
     return value
 
 
-def plain(value: object) -> object:
+def plain(value: object) -> object:  # noqa: PLR0911 - flat dispatch on the value's type
     """Make a value JSON-ready: Decimals become numbers, empties and nulls disappear.
 
     Args:
@@ -160,9 +162,10 @@ def plain(value: object) -> object:
                     cleaned[key] = item
                 continue
             if item_kind is not int and item_kind is not float and item_kind is not bool:
-                item = plain(item)
-                if item is None:
-                    continue
+                kept = plain(item)
+                if kept is not None:
+                    cleaned[key] = kept
+                continue
             cleaned[key] = item
         return cleaned or None
     if kind is list:
@@ -177,7 +180,7 @@ def plain(value: object) -> object:
     return value
 
 
-def normalize_field(field: str, value: object) -> object:
+def normalize_field(field: str, value: object) -> object:  # noqa: PLR0911 - flat dispatch on the field
     """Normalize one top-level interaction field by what Miso expects there.
 
     Args:
@@ -279,15 +282,21 @@ def as_list(field: str, value: object) -> object:
         ValueError: If text that starts like a JSON array is not valid JSON.
 
     """
+    items: list[t.Any] | tuple[t.Any, ...]
     if isinstance(value, str):
         stripped = value.lstrip()
         # A JSON array as text (Segment, Snowflake, Redshift); any other text is one value.
-        value = parse_json_text(value) if stripped.startswith("[") else [value]
-    elif not isinstance(value, (list, tuple)):
-        value = [value]
+        # JSON text that starts with "[" parses to a list.
+        items = (
+            t.cast("list[t.Any]", parse_json_text(value)) if stripped.startswith("[") else [value]
+        )
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        items = [value]
     if field == "quantities":
-        return list(value)
-    return [as_id_text(item) for item in value if item is not None and item != ""]
+        return list(items)
+    return [as_id_text(item) for item in items if item is not None and item != ""]
 
 
 def _numbers(value: object) -> object:

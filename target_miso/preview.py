@@ -131,9 +131,9 @@ class Preview:
         if self.stream is not None and stream is not None and stream != self.stream:
             return
         if kind == "SCHEMA":
-            self.mapping(stream, message.get("schema") or {})
+            self.mapping(message["stream"], message.get("schema") or {})
         elif kind == "RECORD":
-            self.record(stream, message.get("record") or {})
+            self.record(message["stream"], message.get("record") or {})
         elif kind == "STATE":
             self.flush()
 
@@ -153,7 +153,7 @@ class Preview:
 
         """
         if stream not in self.mappings and schema_from is not None:
-            schema = {"properties": {key: {} for key in schema_from}}
+            schema: dict[str, t.Any] = {"properties": {key: {} for key in schema_from}}
             mapping = self.mapping(stream, schema)
         else:
             mapping = self.mapping(stream, None)

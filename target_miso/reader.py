@@ -141,7 +141,9 @@ class _StopReading(Exception):
     """Raised by ``request_stop`` inside a blocked read, caught by the read loop."""
 
 
-class OrjsonSingerReader(GenericSingerReader[t.Union[str, bytes]]):
+# Parameterised by bytes, what stdin gives (the SDK's type variable allows str or bytes, not
+# both); the methods that read a line take str too, for a text file.
+class OrjsonSingerReader(GenericSingerReader[bytes]):
     """Reads Singer messages, one JSON object per line, from stdin's bytes or any text file."""
 
     def __init__(self) -> None:

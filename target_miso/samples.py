@@ -88,7 +88,10 @@ _CONTEXTS = "iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-0"
 _UNSTRUCT = "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0"
 
 MISO_ID = "6f1c1f2e-8f5e-4a55-9a8e-0d1c9c3b2a11"
-USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/124.0 Safari/537.36"
+)
 
 #: The mapping options the samples are written for (the demo and meltano.yml use them too).
 SAMPLE_MAPPING_OPTIONS: dict[str, t.Any] = {
@@ -127,7 +130,7 @@ def _event(number: int, name: str, seconds: float, **atomic: t.Any) -> dict[str,
         "page_view": "page_view", "page_ping": "page_ping", "transaction": "transaction",
         "transaction_item": "transaction_item", "event": "struct",
     }.get(name, "unstruct")  # fmt: skip
-    values = {
+    values: dict[str, t.Any] = {
         "app_id": "shop", "platform": "web", "etl_tstamp": _at(seconds + 2),
         "collector_tstamp": _at(seconds + 0.5), "dvce_created_tstamp": _at(seconds),
         "dvce_sent_tstamp": _at(seconds + 0.2), "derived_tstamp": _at(seconds + 0.3),
@@ -191,78 +194,234 @@ SPRING_SALE = {
 
 
 def sample_events() -> list[LogicalEvent]:
-    """The logical event set behind the demo and the layout tests (see expected_interactions)."""
+    """Return the logical event set behind the demo and the layout tests.
+
+    See expected_interactions.
+    """
     shoe_page = "https://shop.example/product/sku-1"
     return [
-        _page(1, 0, "/product/sku-1?utm_source=newsletter", "pv-1", mkt_source="newsletter",
-              mkt_medium="email", mkt_campaign="spring"),  # fmt: skip
+        _page(
+            1,
+            0,
+            "/product/sku-1?utm_source=newsletter",
+            "pv-1",
+            mkt_source="newsletter",
+            mkt_medium="email",
+            mkt_campaign="spring",
+        ),
         _ping(2, 10, "/product/sku-1", "pv-1"),
         _ping(3, 20, "/product/sku-1", "pv-1"),
         _ping(4, 24, "/product/sku-1", "pv-1"),  # same 10-second bucket as the one before
         _ping(5, 31, "/product/sku-1", "pv-1"),
         # The e-commerce plugin reports the same product view: counted once, as the plugin's
         # event (product_view_source: ecommerce), with the page's engaged time.
-        _ecommerce(6, 1, "product_view", [_product("sku-1")], "pv-1",
-                   page_url=f"{shoe_page}?utm_source=newsletter", mkt_source="newsletter",
-                   mkt_medium="email", mkt_campaign="spring"),
+        _ecommerce(
+            6,
+            1,
+            "product_view",
+            [_product("sku-1")],
+            "pv-1",
+            page_url=f"{shoe_page}?utm_source=newsletter",
+            mkt_source="newsletter",
+            mkt_medium="email",
+            mkt_campaign="spring",
+        ),
         _page(7, 40, "/category/women/shoes", "pv-2", user_ipaddress="198.51.x.x"),
         _page(8, 60, "/", "pv-3", user_id="u-42", user_ipaddress="2001:db8::1"),
         _ping(9, 70, "/", "pv-3"),
         _page(10, 80, "/about", "pv-4"),  # no page rule matches
-        _ecommerce(11, 90, "add_to_cart", [_product("sku-1", quantity=2), _product("sku-2")],
-                   "pv-1", page_url=shoe_page),  # fmt: skip
-        _ecommerce(12, 100, "list_view", [_product("sku-4", position=2), _product("sku-3", position=1)],
-                   "pv-2"),  # fmt: skip
-        _ecommerce(13, 110, "transaction", [_product("sku-1", quantity=2)], None,
-                   user_id="u-42", contexts=[(TRANSACTION, {
-                       "transaction_id": "t-1", "revenue": 59.9, "currency": "EUR",
-                       "payment_method": "card", "total_quantity": 2})]),  # fmt: skip
-        LogicalEvent(_event(14, "transaction", 120, tr_orderid="o-1", tr_total=30.5,
-                            tr_currency="EUR", user_ipaddress="6b3d0c2f8e9a")),  # fmt: skip
-        LogicalEvent(_event(15, "transaction_item", 120, ti_orderid="o-1", ti_sku="sku-5",
-                            ti_price=10.5, ti_quantity=1)),  # fmt: skip
-        LogicalEvent(_event(16, "transaction_item", 120, ti_orderid="o-1", ti_sku="sku-6",
-                            ti_price=6.5, ti_quantity=3)),  # fmt: skip
-        LogicalEvent(_event(17, "site_search", 130, event_vendor="com.snowplowanalytics.snowplow"),
-                     unstruct=(SITE_SEARCH, {"terms": ["red", "shoes"],
-                                             "filters": {"color": "red", "inStock": True},
-                                             "totalResults": 12, "pageResults": 10})),  # fmt: skip
-        LogicalEvent(_event(18, "event", 140, event_vendor="com.google.analytics",
-                            se_category="product", se_action="like", se_label="sku-7")),  # fmt: skip
-        LogicalEvent(_event(19, "event", 141, event_vendor="com.google.analytics",
-                            se_category="video", se_action="seek", se_value=12.5)),  # fmt: skip
-        LogicalEvent(_event(20, "end_event", 150, event_vendor="com.snowplowanalytics.snowplow.media"),
-                     unstruct=(MEDIA_END, {}),
-                     contexts=((MEDIA_PLAYER, {"currentTime": 120.0, "duration": 120.0,
-                                               "ended": True, "paused": False, "label": "vid-1",
-                                               "mediaType": "video"}),
-                               (MEDIA_SESSION, {"mediaSessionId": "ms-1", "timePlayed": 95.5}))),  # fmt: skip
+        _ecommerce(
+            11,
+            90,
+            "add_to_cart",
+            [_product("sku-1", quantity=2), _product("sku-2")],
+            "pv-1",
+            page_url=shoe_page,
+        ),
+        _ecommerce(
+            12,
+            100,
+            "list_view",
+            [_product("sku-4", position=2), _product("sku-3", position=1)],
+            "pv-2",
+        ),
+        _ecommerce(
+            13,
+            110,
+            "transaction",
+            [_product("sku-1", quantity=2)],
+            None,
+            user_id="u-42",
+            contexts=[
+                (
+                    TRANSACTION,
+                    {
+                        "transaction_id": "t-1",
+                        "revenue": 59.9,
+                        "currency": "EUR",
+                        "payment_method": "card",
+                        "total_quantity": 2,
+                    },
+                )
+            ],
+        ),
+        LogicalEvent(
+            _event(
+                14,
+                "transaction",
+                120,
+                tr_orderid="o-1",
+                tr_total=30.5,
+                tr_currency="EUR",
+                user_ipaddress="6b3d0c2f8e9a",
+            )
+        ),
+        LogicalEvent(
+            _event(
+                15,
+                "transaction_item",
+                120,
+                ti_orderid="o-1",
+                ti_sku="sku-5",
+                ti_price=10.5,
+                ti_quantity=1,
+            )
+        ),
+        LogicalEvent(
+            _event(
+                16,
+                "transaction_item",
+                120,
+                ti_orderid="o-1",
+                ti_sku="sku-6",
+                ti_price=6.5,
+                ti_quantity=3,
+            )
+        ),
+        LogicalEvent(
+            _event(17, "site_search", 130, event_vendor="com.snowplowanalytics.snowplow"),
+            unstruct=(
+                SITE_SEARCH,
+                {
+                    "terms": ["red", "shoes"],
+                    "filters": {"color": "red", "inStock": True},
+                    "totalResults": 12,
+                    "pageResults": 10,
+                },
+            ),
+        ),
+        LogicalEvent(
+            _event(
+                18,
+                "event",
+                140,
+                event_vendor="com.google.analytics",
+                se_category="product",
+                se_action="like",
+                se_label="sku-7",
+            )
+        ),
+        LogicalEvent(
+            _event(
+                19,
+                "event",
+                141,
+                event_vendor="com.google.analytics",
+                se_category="video",
+                se_action="seek",
+                se_value=12.5,
+            )
+        ),
+        LogicalEvent(
+            _event(20, "end_event", 150, event_vendor="com.snowplowanalytics.snowplow.media"),
+            unstruct=(MEDIA_END, {}),
+            contexts=(
+                (
+                    MEDIA_PLAYER,
+                    {
+                        "currentTime": 120.0,
+                        "duration": 120.0,
+                        "ended": True,
+                        "paused": False,
+                        "label": "vid-1",
+                        "mediaType": "video",
+                    },
+                ),
+                (MEDIA_SESSION, {"mediaSessionId": "ms-1", "timePlayed": 95.5}),
+            ),
+        ),
         # A mobile app event: no cookie ids, the anonymous id is the client session's user.
-        _ecommerce(21, 160, "add_to_cart", [_product("sku-8")], None, platform="mob",
-                   domain_userid=None, network_userid=None, user_ipaddress=None, useragent=None,
-                   contexts=[(CLIENT_SESSION, {"userId": "mob-user-1", "sessionId": "mob-s-1",
-                                               "sessionIndex": 1})]),  # fmt: skip
+        _ecommerce(
+            21,
+            160,
+            "add_to_cart",
+            [_product("sku-8")],
+            None,
+            platform="mob",
+            domain_userid=None,
+            network_userid=None,
+            user_ipaddress=None,
+            useragent=None,
+            contexts=[
+                (
+                    CLIENT_SESSION,
+                    {"userId": "mob-user-1", "sessionId": "mob-s-1", "sessionIndex": 1},
+                )
+            ],
+        ),
         # Snowplow delivered event 11 twice: one interaction.
-        _ecommerce(11, 90, "add_to_cart", [_product("sku-1", quantity=2), _product("sku-2")],
-                   "pv-1", page_url=shoe_page),  # fmt: skip
-        LogicalEvent(_event(22, "link_click", 170), unstruct=(LINK_CLICK, {"targetUrl": "https://elsewhere.example/"})),
+        _ecommerce(
+            11,
+            90,
+            "add_to_cart",
+            [_product("sku-1", quantity=2), _product("sku-2")],
+            "pv-1",
+            page_url=shoe_page,
+        ),
+        LogicalEvent(
+            _event(22, "link_click", 170),
+            unstruct=(LINK_CLICK, {"targetUrl": "https://elsewhere.example/"}),
+        ),
         # No plugin event on this product page: the URL rule's product view counts.
         _page(23, 180, f"/product/sku-9?miso_id={MISO_ID}", "pv-5", user_id="u-42"),
-        _ecommerce(24, 190, "remove_from_cart", [_product("sku-2", quantity=1)], "pv-1",
-                   page_url=shoe_page),
-        _ecommerce(25, 200, "list_click", [_product("sku-3", position=1)], "pv-2",
-                   page_url="https://shop.example/category/women/shoes"),
-        _ecommerce(26, 210, "refund", [_product("sku-1", quantity=1)], None, user_id="u-42",
-                   contexts=[(REFUND, {"transaction_id": "t-1", "currency": "EUR",
-                                       "refund_amount": 29.95, "refund_reason": "too small"})]),
+        _ecommerce(
+            24, 190, "remove_from_cart", [_product("sku-2", quantity=1)], "pv-1", page_url=shoe_page
+        ),
+        _ecommerce(
+            25,
+            200,
+            "list_click",
+            [_product("sku-3", position=1)],
+            "pv-2",
+            page_url="https://shop.example/category/women/shoes",
+        ),
+        _ecommerce(
+            26,
+            210,
+            "refund",
+            [_product("sku-1", quantity=1)],
+            None,
+            user_id="u-42",
+            contexts=[
+                (
+                    REFUND,
+                    {
+                        "transaction_id": "t-1",
+                        "currency": "EUR",
+                        "refund_amount": 29.95,
+                        "refund_reason": "too small",
+                    },
+                )
+            ],
+        ),
         _ecommerce(27, 220, "promo_view", [], None, contexts=[(PROMOTION, SPRING_SALE)]),
         _ecommerce(28, 230, "promo_click", [], None, contexts=[(PROMOTION, SPRING_SALE)]),
         _ecommerce(29, 240, "checkout_step", [], None),  # skipped: no Miso type
-    ]  # fmt: skip
+    ]
 
 
 def expected_interactions() -> list[dict[str, t.Any]]:
-    """What the default sample mapping must give for sample_events(), sorted by timestamp.
+    """Return what the default sample mapping must give for sample_events(), sorted by timestamp.
 
     Written out by hand (not computed by the preset), so a test comparing the two can fail.
     """
@@ -280,7 +439,8 @@ def expected_interactions() -> list[dict[str, t.Any]]:
         # The plugin's product view replaces the URL rule's, and takes the page's pings.
         {"type": "product_detail_page_view", **visitor, "timestamp": ts(1),
          "context": {"page": {"url": "https://shop.example/product/sku-1?utm_source=newsletter"},
-                     **web, "campaign": {"name": "spring", "source": "newsletter", "medium": "email"}},
+                     **web,
+                     "campaign": {"name": "spring", "source": "newsletter", "medium": "email"}},
          "product_ids": ["sku-1"], "duration": 25},
         {"type": "category_page_view", **visitor, "timestamp": ts(40),
          "context": {**page("/category/women/shoes"), **web, "truncated_ip": "198.51.0.0"},
@@ -294,7 +454,8 @@ def expected_interactions() -> list[dict[str, t.Any]]:
         {"type": "checkout", "user_id": "u-42", **visitor, "timestamp": ts(110), "context": web,
          "product_ids": ["sku-1"], "quantities": [2], "revenue": 59.9},
         {"type": "checkout", **visitor, "timestamp": ts(120),
-         "context": {"user_agent": USER_AGENT, "locale": "en-US", "custom_context": {"order_id": "o-1"}},
+         "context": {"user_agent": USER_AGENT, "locale": "en-US",
+                     "custom_context": {"order_id": "o-1"}},
          "product_ids": ["sku-5", "sku-6"], "quantities": [1, 3], "revenue": 30.5},
         {"type": "search", **visitor, "timestamp": ts(130), "context": web,
          "search": {"keywords": "red shoes", "filters": {"color": ["red"], "inStock": ["true"]}}},
@@ -453,7 +614,7 @@ def write_enriched_tsv(
         "\t".join(row.get(column) or "" for column in ENRICHED_TSV_COLUMNS) + "\n" for row in rows
     )
     opener = gzip_module.open if gzip else open
-    with opener(path, "wt", encoding="utf-8") as out:  # type: ignore[operator]
+    with opener(path, "wt", encoding="utf-8") as out:
         out.writelines(lines)
 
 
@@ -466,6 +627,11 @@ BENCHMARK_COLUMNS = tuple(
     and column not in ("tr_total_base", "tr_tax_base", "tr_shipping_base", "ti_price_base",
                        "base_currency", "etl_tags", "mkt_network", "mkt_clickid")
 )  # fmt: skip
+
+#: The share of benchmark events whose visitor is logged in (has a user_id).
+_LOGGED_IN_SHARE = 0.3
+#: The benchmark's Singer lines have a STATE after every this many records.
+_STATE_EVERY = 10_000
 
 
 def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None]]:
@@ -495,7 +661,7 @@ def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None
         common = {
             "domain_userid": visitor,
             "domain_sessionid": f"s-{visitor}",
-            "user_id": f"u-{visitor}" if rng.random() < 0.3 else None,
+            "user_id": f"u-{visitor}" if rng.random() < _LOGGED_IN_SHARE else None,
             "user_ipaddress": f"203.0.{rng.randrange(16)}.{rng.randrange(256)}",
         }
         if kind == "page_view":
@@ -522,7 +688,8 @@ def benchmark_rows(count: int, seed: int = 1) -> t.Iterator[dict[str, str | None
                 transaction = {"transaction_id": f"t-{index}", "revenue": 42.5, "currency": "EUR"}
                 extra = {"contexts": [(TRANSACTION, transaction)]}
             event = _ecommerce(number, seconds, action, products, page_id,
-                               page_url=f"https://shop.example{path}", **common, **extra)  # fmt: skip
+                               page_url=f"https://shop.example{path}",
+                               **common, **extra)  # fmt: skip
         elif kind == "search":
             search = {"terms": ["red", "shoes"], "filters": {"color": "red"}, "totalResults": 12}
             event = LogicalEvent(
@@ -548,7 +715,7 @@ def benchmark_singer_lines(count: int, stream: str = "atomic-events") -> t.Itera
     for index, row in enumerate(benchmark_rows(count)):
         yield json.dumps({"type": "RECORD", "stream": stream, "record": row})
         last = row["collector_tstamp"]
-        if index % 10_000 == 9_999:
+        if index % _STATE_EVERY == _STATE_EVERY - 1:
             yield json.dumps(
                 {"type": "STATE", "value": {"bookmarks": {stream: {"replication_key_value": last}}}}
             )

@@ -158,7 +158,9 @@ class TargetMiso(Target):
             and self.run.catalogs.is_catalog(stream)
             and self.config.get("process_activate_version_messages", True)
         ):
-            self.get_sink(stream).activate_version(message_dict.get("version"))
+            # A catalog stream's sink is a CatalogSink (get_sink_class); it needs no version.
+            sink = t.cast("CatalogSink", self.get_sink(stream))
+            sink.activate_version(message_dict.get("version"))
             return
         super()._process_activate_version_message(message_dict)
 
@@ -229,6 +231,7 @@ class TargetMiso(Target):
         """
         self.run.finish(read_cut_short=self._stopped_early)
 
+    # The SDK marks listen @final; overriding it is deliberate (the failure handling below).
     def listen(self, file_input: t.IO[str] | None = None) -> None:  # type: ignore[misc]
         """Run the target; a delivery failure ends it with a clear message and exit code 1.
 

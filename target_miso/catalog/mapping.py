@@ -225,7 +225,7 @@ class CatalogMapping:
         return mapped
 
 
-def coerce(field: str, value: object) -> object:
+def coerce(field: str, value: object) -> object:  # noqa: PLR0911 - flat dispatch on the field
     """Give a raw warehouse value the shape a Miso catalog field takes.
 
     Args:

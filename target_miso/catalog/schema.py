@@ -376,20 +376,22 @@ def _check_children(value: object) -> str | None:
     return "expected an array of objects, each with a string id"
 
 
+# The shared field schemas of the tables above (matched by identity) and their checks.
+_SHARED_CHECKS: tuple[tuple[dict[str, t.Any], t.Callable[[object], str | None]], ...] = (
+    (_STRING, _check_string),
+    (_STRINGS, _check_strings),
+    (_NUMBER, _check_number),
+    (_DATE, _check_date),
+    (_URI, _check_uri),
+    (_CUSTOM_ATTRIBUTES, _check_custom_attributes),
+)
+
+
 def _check_for(schema: dict[str, t.Any]) -> t.Callable[[object], str | None]:
-    """The hand-written check for a field schema of the tables above."""
-    if schema is _STRING:
-        return _check_string
-    if schema is _STRINGS:
-        return _check_strings
-    if schema is _NUMBER:
-        return _check_number
-    if schema is _DATE:
-        return _check_date
-    if schema is _URI:
-        return _check_uri
-    if schema is _CUSTOM_ATTRIBUTES:
-        return _check_custom_attributes
+    """Return the hand-written check for a field schema of the tables above."""
+    for shared, check in _SHARED_CHECKS:
+        if schema is shared:
+            return check
     if "enum" in schema:
         return _check_enum(*schema["enum"])
     if schema.get("type") == "string":

@@ -91,8 +91,8 @@ class CatalogSink(InteractionsSink):
         if len(batch) >= self.max_size:
             self._seal()
 
-    def activate_version(self, new_version: int) -> None:
-        """A full-table sync of this stream: see ``Catalogs.activate_version``.
+    def activate_version(self, new_version: int | None) -> None:
+        """Start a full-table sync of this stream: see ``Catalogs.activate_version``.
 
         Args:
             new_version: The table version (not needed: ids seen in this run decide).

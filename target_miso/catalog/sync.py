@@ -194,7 +194,7 @@ class CatalogStream:
             self.catalogs.hashes.save(self.kind, accepted, forget)
 
     def run_deletes(self) -> None:
-        """The full-table read is over: delete what Miso has and the read did not."""
+        """Run the deletes once the full-table read is over: what Miso has and the read did not."""
         self.full_table_pending = False
         if not self.options.delete_missing:
             self.catalogs.logger.info(
@@ -330,7 +330,7 @@ class Catalogs:
         return stream_kind(options, path) != "interactions"
 
     def stream(self, stream_name: str) -> CatalogStream:
-        """The run state of a catalog stream, created on first use.
+        """Return the run state of a catalog stream, created on first use.
 
         Args:
             stream_name: The Singer stream.
@@ -366,7 +366,7 @@ class Catalogs:
             catalog.full_table_pending = True
 
     def finish(self) -> None:
-        """The input ended: run the deletes of full-table reads announced at their start."""
+        """Run, at the end of input, the deletes of full-table reads announced at their start."""
         pending = [c for c in self.streams.values() if c.full_table_pending]
         if not pending:
             return

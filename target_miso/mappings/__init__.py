@@ -146,7 +146,9 @@ def check_mappings(mappings: t.Mapping[str, t.Any]) -> None:
         if options is not None and not isinstance(options, dict):
             raise MappingConfigError(f"mappings.{key}", "must be an object of options")
         if stream_kind(options, f"mappings.{key}") != "interactions":
-            CatalogOptions(options, f"mappings.{key}")  # a catalog stream (docs/catalog.md)
+            # A catalog stream (docs/catalog.md); its options are a dict (None is of kind
+            # interactions).
+            CatalogOptions(t.cast("dict[str, t.Any]", options), f"mappings.{key}")
             continue
         if (options or {}).get("preset", "auto") != "auto":
             build_mapping(key, {key: options}).close()

@@ -106,7 +106,7 @@ class Mapping:
         raise NotImplementedError
 
     def kept_source(self, record: dict[str, t.Any]) -> object:
-        """What a batch keeps of a source record, for the rejects file should Miso refuse it.
+        """Return what a batch keeps of a source record, for the rejects file should Miso refuse it.
 
         Args:
             record: The source record.
@@ -128,7 +128,7 @@ class Mapping:
         return []
 
     def seal(self) -> object:
-        """A checkpoint is taken: everything handed out so far belongs to it.
+        """Take a checkpoint: everything handed out so far belongs to it.
 
         Returns:
             A token for ``commit``. Reading goes on while the checkpoint's requests are

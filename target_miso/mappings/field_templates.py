@@ -102,7 +102,7 @@ class FieldTemplate:
         }
 
     def render(self, values: t.Mapping[str, object]) -> object:
-        """The field's value for one event, or None when it is to be left out.
+        """Return the field's value for one event, or None when it is to be left out.
 
         Raises:
             ValueError: If a numeric field's value is not a number.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import typing as t
 import urllib.parse
 
 from target_miso.mappings.base import MappingConfigError
@@ -67,11 +68,12 @@ class PageRule:
         if unknown:
             allowed = ", ".join(sorted(_RULE_KEYS))
             raise MappingConfigError(f"{path}.{unknown[0]}", f"unknown key (allowed: {allowed})")
-        self.type = setting.get("type")
-        if self.type not in TYPE_FIELDS:
+        interaction_type = setting.get("type")
+        if interaction_type not in TYPE_FIELDS:
             raise MappingConfigError(
-                f"{path}.type", f"{self.type!r} is not a Miso interaction type"
+                f"{path}.type", f"{interaction_type!r} is not a Miso interaction type"
             )
+        self.type = t.cast("str", interaction_type)  # a key of TYPE_FIELDS
         allowed_fields = set(TYPE_FIELDS[self.type]) | set(COMMON_FIELDS)
         try:
             self.pattern = re.compile(str(setting.get("pattern") or ""))

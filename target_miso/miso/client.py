@@ -184,7 +184,7 @@ class MisoClient:
         )
 
     def stop_retrying(self) -> None:
-        """The run failed: requests waiting for a retry give up instead of waiting it out."""
+        """Give up the retries of a failed run: waiting requests stop instead of waiting it out."""
         self._stopping.set()
 
     def close(self) -> None:
@@ -484,7 +484,7 @@ def _task_id(answer: requests.Response) -> str | None:
 
 
 def _reports_errors(answer: requests.Response) -> bool:
-    """A 2xx whose body says ``"errors": true`` refused some records."""
+    """Tell whether a 2xx refused some records (its body says ``"errors": true``)."""
     if b'"errors"' not in answer.content:
         return False
     try:

@@ -90,6 +90,7 @@ IPV4_PATTERN = r"^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$"
 
 _ID_LIST = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 512}}
 _SCALAR = {"type": ["string", "number", "boolean"]}
+_MAX_RATING = 5
 
 _CONTEXT = {
     "type": "object",
@@ -146,7 +147,7 @@ _FIELD_SCHEMAS: dict[str, dict[str, t.Any]] = {
         ],
     },
     "revenue": {"type": "number"},
-    "rating": {"type": "number", "minimum": 0, "maximum": 5},
+    "rating": {"type": "number", "minimum": 0, "maximum": _MAX_RATING},
     "search": {
         "type": "object",
         "properties": {
@@ -434,29 +435,40 @@ def _is_custom_value(value: object) -> bool:
     )
 
 
+def _is_page(value: object) -> bool:
+    if type(value) is not dict or not _is_str(value.get("url"), 1):
+        return False
+    return not any(k in value and type(value[k]) is not str for k in ("referrer", "title"))
+
+
+def _is_campaign(value: object) -> bool:
+    return type(value) is dict and not any(
+        k in value and type(value[k]) is not str for k in _CAMPAIGN_KEYS
+    )
+
+
+def _is_custom_context(value: object) -> bool:
+    return type(value) is dict and all(_is_custom_value(v) for v in value.values())
+
+
+_CONTEXT_CHECKS: dict[str, t.Callable[[t.Any], bool]] = {
+    "page": _is_page,
+    "campaign": _is_campaign,
+    "truncated_ip": lambda v: type(v) is str and _IPV4_RE.match(v) is not None,
+    "locale": lambda v: type(v) is str,
+    "region": lambda v: type(v) is str,
+    "user_agent": lambda v: type(v) is str,
+    "custom_context": _is_custom_context,
+}
+
+
 def _is_context(context: object) -> bool:
     if type(context) is not dict:
         return False
     for key, value in context.items():
-        if key == "page":
-            if type(value) is not dict or not _is_str(value.get("url"), 1):
-                return False
-            if any(k in value and type(value[k]) is not str for k in ("referrer", "title")):
-                return False
-        elif key == "campaign":
-            if type(value) is not dict or any(
-                k in value and type(value[k]) is not str for k in _CAMPAIGN_KEYS
-            ):
-                return False
-        elif key == "truncated_ip":
-            if type(value) is not str or not _IPV4_RE.match(value):
-                return False
-        elif key in ("locale", "region", "user_agent"):
-            if type(value) is not str:
-                return False
-        elif key == "custom_context":
-            if type(value) is not dict or not all(_is_custom_value(v) for v in value.values()):
-                return False
+        check = _CONTEXT_CHECKS.get(key)
+        if check is not None and not check(value):
+            return False
     return True
 
 
@@ -491,7 +503,7 @@ _FIELD_CHECKS: dict[str, t.Callable[[t.Any], bool]] = {
     "duration": lambda v: _is_number(v) and v >= 0,
     "quantities": _is_quantities,
     "revenue": _is_number,
-    "rating": lambda v: _is_number(v) and 0 <= v <= 5,
+    "rating": lambda v: _is_number(v) and 0 <= v <= _MAX_RATING,
     "search": _is_search,
     "category": lambda v: type(v) is list and len(v) > 0 and all(_is_str(i, 1) for i in v),
     "custom_action_name": lambda v: _is_str(v, 1),
@@ -502,7 +514,7 @@ _FIELD_CHECKS: dict[str, t.Callable[[t.Any], bool]] = {
 }
 
 
-def is_valid_interaction(record: dict[str, t.Any]) -> bool:
+def is_valid_interaction(record: dict[str, t.Any]) -> bool:  # noqa: PLR0911 - early rejections, one per rule
     """Tell whether a record matches the interaction JSON Schema, quickly.
 
     Args:
@@ -524,7 +536,8 @@ def is_valid_interaction(record: dict[str, t.Any]) -> bool:
         check = _FIELD_CHECKS.get(field)
         if check is not None and not check(value):
             return False
-    for field in TYPE_REQUIRED.get(interaction_type, ()):
+    # A str here: _ALLOWED knows the type.
+    for field in TYPE_REQUIRED.get(t.cast("str", interaction_type), ()):
         if field not in record:
             return False
     if interaction_type in ITEM_REQUIRED_TYPES:

@@ -63,7 +63,7 @@ class Batch:
 
 
 def source_record(source: object) -> object:
-    """The source record a batch kept: parsed again when it was kept as its Singer line.
+    """Return the source record a batch kept: parsed again when it was kept as its Singer line.
 
     Args:
         source: An entry of ``Batch.sources``.
@@ -129,7 +129,7 @@ class Delivery:
         future.add_done_callback(self._finished)
 
     def in_flight(self) -> frozenset[Future[None]]:
-        """The requests handed over and not yet answered: what a checkpoint waits for.
+        """Return the requests handed over and not yet answered: what a checkpoint waits for.
 
         Every request handed over before is either in this set or already delivered: the
         check for failures and the snapshot are taken under the lock that a finishing

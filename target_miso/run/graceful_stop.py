@@ -69,7 +69,7 @@ class GracefulStop:
         return 128 + (self.signum or 0)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
-        """The signal handler: record the request; no lock, no I/O.
+        """Handle the signal: record the request; no lock, no I/O.
 
         Args:
             signum: The signal received.

@@ -154,14 +154,14 @@ class RejectsFile:
         self.max_rejects = max_rejects
         self.count = 0
         self.by_reason: collections.Counter[str] = collections.Counter()
-        self._per_stream: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._per_stream: collections.Counter[tuple[str | None, str]] = collections.Counter()
         self._lock = threading.Lock()
         self._file: t.IO[str] | None = None
 
     def add(
         self,
         *,
-        stream: str,
+        stream: str | None,
         reasons: list[str],
         source: object,
         interaction: object = None,
@@ -170,7 +170,7 @@ class RejectsFile:
         """Set one record aside.
 
         Args:
-            stream: The Singer stream it came from.
+            stream: The Singer stream it came from (None when it cannot be read).
             reasons: Why, one sentence per problem, each naming the field.
             source: The source record as read from the tap.
             interaction: The interaction it was mapped to, if it got that far.

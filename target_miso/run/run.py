@@ -204,7 +204,7 @@ class Run:
         """
         self.tally.records_in += 1
         self.rejects.add(
-            stream=stream_of(line),  # type: ignore[arg-type] - None when it cannot be found
+            stream=stream_of(line),  # None when it cannot be found
             reasons=[reason],
             source=line_text(line),
             interaction=None,
@@ -335,7 +335,7 @@ class Run:
             self.close()
 
     def fail(self, error: BaseException) -> None:
-        """The run failed: say why, and release the checkpoints that were delivered.
+        """Fail the run: say why, and release the checkpoints that were delivered.
 
         Checkpoints whose own requests were all delivered still get their STATE, so the
         next run replays as little as possible; nothing after the first checkpoint with a

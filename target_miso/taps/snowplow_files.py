@@ -129,7 +129,7 @@ class SnowplowFilesStream(Stream):
         ),
     ).to_dict()
 
-    def get_records(self, context: dict | None) -> Iterable[dict[str, t.Any]]:
+    def get_records(self, context: t.Mapping[str, t.Any] | None) -> Iterable[dict[str, t.Any]]:
         """Yield the events of every file after the bookmark.
 
         Args:
@@ -197,7 +197,7 @@ def _tsv_lines(key: str, raw: t.IO[bytes]) -> Iterator[tuple[int, list[str]]]:
 
     """
     head = raw.read(2)
-    stream: t.IO[bytes] = io.BufferedReader(_Prefixed(head, raw), buffer_size=1 << 20)  # type: ignore[arg-type]
+    stream: t.IO[bytes] = io.BufferedReader(_Prefixed(head, raw), buffer_size=1 << 20)
     if head == GZIP_MAGIC:  # whatever the file is called
         stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
     number = 0
@@ -220,12 +220,16 @@ def _tsv_lines(key: str, raw: t.IO[bytes]) -> Iterator[tuple[int, list[str]]]:
         raise MalformedFileError(msg) from None
 
 
+def _opener(file: Path) -> Callable[[], t.IO[bytes]]:
+    return lambda: file.open("rb")
+
+
 def _local_files(pattern: str) -> list[SourceFile]:
     if Path(pattern).is_dir():
         pattern = str(Path(pattern) / "**" / "*")
     found = (Path(name) for name in glob.glob(pattern, recursive=True))
     return [
-        SourceFile(str(file), _from_ns(file.stat().st_mtime_ns), lambda file=file: file.open("rb"))
+        SourceFile(str(file), _from_ns(file.stat().st_mtime_ns), _opener(file))
         for file in found
         if file.is_file()
     ]

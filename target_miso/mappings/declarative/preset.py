@@ -61,7 +61,7 @@ class Outcome:
                 f"{setting!r} is not a Miso interaction type (use one of "
                 f"{', '.join(INTERACTION_TYPES)}, or `skip`)",
             )
-        self.type: str = t.cast("str", setting)
+        self.type: str = setting
         self.fields = read_fields(fields, f"{path}.fields")
         if self.type == SKIP and self.fields:
             raise MappingConfigError(f"{path}.fields", "a skipped row has no fields")
@@ -198,12 +198,12 @@ class TypeChoice:
             return None, "no type rule matched"
         assert self.source is not None  # noqa: S101 - set whenever there are no rules
         value = self.source.read(record, scope, "type")
-        outcome = self.by_value.get(_map_key(value))
-        if outcome is None:
+        mapped = self.by_value.get(_map_key(value))
+        if mapped is None:
             shown = _map_key(value)
             shown = shown if len(shown) <= 40 else shown[:40] + "..."  # noqa: PLR2004
             return self.default, f"type: {shown!r} not in the map"
-        return outcome, ""
+        return mapped, ""
 
 
 def _map_key(value: object) -> str:

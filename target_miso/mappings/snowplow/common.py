@@ -30,8 +30,8 @@ _MAX_OCTET = 255
 _MAX_OCTET_DIGITS = 3
 
 
-def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:
-    """The identity, time and context fields of one event.
+def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:  # noqa: PLR0912 - hot path, kept flat
+    """Return the identity, time and context fields of one event.
 
     Args:
         event: The event.
@@ -111,14 +111,14 @@ def event_time(event: SnowplowEvent) -> str:
 
 
 def miso_id_of(url: str) -> str | None:
-    """The ``miso_id`` query parameter of a URL when it is a UUID (set on Miso result links)."""
+    """Return the ``miso_id`` query parameter of a URL when it is a UUID (on Miso result links)."""
     values = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("miso_id") or []
     return values[0] if values and _UUID.match(values[0]) else None
 
 
 @functools.lru_cache(maxsize=65_536)  # visitors come back: most addresses repeat
 def truncated_ip(value: str | None) -> str | None:
-    """An IPv4 address with its last octet zeroed, as Miso's ``truncated_ip`` wants.
+    """Return an IPv4 address with its last octet zeroed, as Miso's ``truncated_ip`` wants.
 
     Snowplow's IP anonymisation writes ``x`` for masked octets (``1.2.x.x``): those become 0.
     An IPv4-mapped IPv6 address (``::ffff:1.2.3.4``) gives its IPv4 address. Other IPv6

@@ -29,8 +29,9 @@ PRODUCT = f"{ECOMMERCE}_product"
 PROMOTION = f"{ECOMMERCE}_promotion"
 TRANSACTION = f"{ECOMMERCE}_transaction"
 
-#: The e-commerce plugin's action types and the Miso type each becomes.
-ECOMMERCE_TYPES = {
+#: The e-commerce plugin's action types and the Miso type each becomes (looked up with the
+#: action as read from the event, whatever its type).
+ECOMMERCE_TYPES: dict[object, str] = {
     "product_view": "product_detail_page_view",
     "list_view": "impression",
     "list_click": "click",
@@ -46,7 +47,7 @@ _WITH_QUANTITIES = frozenset({"add_to_cart", "transaction"})
 
 
 def ecommerce_fields(event: SnowplowEvent, action: object) -> tuple[str, dict[str, t.Any]] | str:
-    """The Miso type and item fields of one e-commerce action.
+    """Return the Miso type and item fields of one e-commerce action.
 
     Args:
         event: The event (its product, promotion and transaction entities are read).
@@ -59,7 +60,7 @@ def ecommerce_fields(event: SnowplowEvent, action: object) -> tuple[str, dict[st
         MappingError: If a quantity or the revenue is not a number.
 
     """
-    interaction_type = ECOMMERCE_TYPES.get(action)  # type: ignore[arg-type]
+    interaction_type = ECOMMERCE_TYPES.get(action)
     if interaction_type is None:
         return f"ecommerce {action or '(no type)'}: no Miso type"
     if action in ("promo_view", "promo_click"):

@@ -44,12 +44,12 @@ def _snake_keys(data: object) -> dict[str, t.Any]:
     snaked = _snake_all(tuple(data))
     # Entities of one schema share their keys: one cached answer per key set, and no copy
     # when they are snake_cased already (entities are read-only).
-    return data if snaked is None else dict(zip(snaked, data.values()))
+    return data if snaked is None else dict(zip(snaked, data.values(), strict=True))
 
 
 @functools.lru_cache(maxsize=1024)  # the only cache: a key set, not each key, is looked up
 def _snake_all(keys: tuple[str, ...]) -> tuple[str, ...] | None:
-    """The keys snake_cased, or None when they are already."""
+    """Return the keys snake_cased, or None when they are already."""
     snaked = tuple(snake(key) for key in keys)
     return None if snaked == keys else snaked
 
@@ -104,12 +104,12 @@ class SnowplowEvent:
         self._derived_pending = False
 
     def get(self, column: str) -> t.Any:
-        """An atomic column's value; empty strings read as None (as in the TSV)."""
+        """Return an atomic column's value; empty strings read as None (as in the TSV)."""
         value = self.record.get(column)
         return None if value == "" else value
 
     def text(self, column: str) -> str | None:
-        """An atomic column as stripped text (Redshift pads CHAR columns), or None."""
+        """Return an atomic column as stripped text (Redshift pads CHAR columns), or None."""
         value = self.record.get(column)
         if value is None or value == "":
             return None
@@ -120,7 +120,7 @@ class SnowplowEvent:
         return value.strip() or None
 
     def unstruct(self) -> tuple[str | None, dict[str, t.Any]]:
-        """The self-describing event: its schema key and its data (keys snake_cased).
+        """Return the self-describing event: its schema key and its data (keys snake_cased).
 
         Raises:
             MappingError: If the event's JSON cannot be read (names the column).
@@ -151,7 +151,7 @@ class SnowplowEvent:
         return found or []
 
     def entity(self, key: str) -> dict[str, t.Any]:
-        """The first entity of one schema, or an empty dict."""
+        """Return the first entity of one schema, or an empty dict."""
         found = self.entities(key)
         return found[0] if found else {}
 
@@ -206,7 +206,7 @@ class SnowplowEvent:
 
 
 def _read_envelope(column: str, envelope: object) -> dict[str, list[dict[str, t.Any]]]:
-    """The entities of a contexts envelope, by schema key."""
+    """Return the entities of a contexts envelope, by schema key."""
     if envelope is None or envelope == "":
         return {}
     outer = _parsed(column, envelope)

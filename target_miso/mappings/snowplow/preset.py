@@ -207,7 +207,7 @@ class SnowplowMapping(Mapping):
         return held
 
     def kept_source(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
-        """A batch keeps the row's identifying columns, not the whole row.
+        """Return the row's identifying columns, which a batch keeps instead of the whole row.
 
         Args:
             record: The row.
@@ -219,17 +219,17 @@ class SnowplowMapping(Mapping):
         return _identity(record)
 
     def seal(self) -> int:
-        """A checkpoint: the event ids seen so far belong to it."""
+        """Take a checkpoint: the event ids seen so far belong to it."""
         return self.seen.seal()
 
-    def commit(self, token: int | None = None) -> None:
-        """A checkpoint's interactions are delivered or set aside: remember their event ids.
+    def commit(self, token: object = None) -> None:
+        """Remember the event ids of a checkpoint whose interactions are delivered or set aside.
 
         Args:
             token: What ``seal`` returned for that checkpoint; None: everything so far.
 
         """
-        self.seen.commit(token)
+        self.seen.commit(t.cast("int | None", token))  # what seal() returned, or None
 
     def close(self) -> None:
         """Close the event id store."""
@@ -285,7 +285,7 @@ class SnowplowMapping(Mapping):
         page.pings += 1
 
     def _close_page(self, key: object, page: _HeldPage) -> list[Held]:
-        """What a held page gives at the flush (docs/snowplow.md, product_view_source)."""
+        """Return what a held page gives at the flush (docs/snowplow.md, product_view_source)."""
         duration = None
         if self.ping_duration and page.ping_buckets:
             duration = self.heartbeat * (len(page.ping_buckets) - 1) + self.min_visit
@@ -489,7 +489,7 @@ def _identity(record: dict[str, t.Any]) -> dict[str, t.Any]:
 
 
 def _page_key(event: SnowplowEvent) -> object:
-    """The page view an event belongs to: the web_page entity's id, else session and URL."""
+    """Return the page view an event belongs to: the web_page entity's id, else session and URL."""
     page_id = event.entity(WEB_PAGE).get("id")
     if page_id:
         return str(page_id)

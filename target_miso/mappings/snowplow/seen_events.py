@@ -88,7 +88,7 @@ class SeenEvents:
         self._pending.discard(event_id)
 
     def seal(self) -> int:
-        """A checkpoint: group every id seen since the previous one.
+        """Take a checkpoint: group every id seen since the previous one.
 
         Returns:
             The token that ``commit`` takes once the checkpoint's interactions are settled.

@@ -53,8 +53,8 @@ class StructRule:
             raise MappingConfigError(path, "expected an object with category, action and type")
         unknown = sorted(set(setting) - _RULE_KEYS)
         if unknown:
-            allowed = ", ".join(sorted(_RULE_KEYS))
-            raise MappingConfigError(f"{path}.{unknown[0]}", f"unknown key (allowed: {allowed})")
+            known = ", ".join(sorted(_RULE_KEYS))
+            raise MappingConfigError(f"{path}.{unknown[0]}", f"unknown key (allowed: {known})")
         self.category = str(setting.get("category", "*"))
         self.action = str(setting.get("action", "*"))
         self.type = setting.get("type")
@@ -80,7 +80,7 @@ class StructRule:
         return self.category in ("*", category) and self.action in ("*", action)
 
     def columns_of(self, template: FieldTemplate) -> str:
-        """The struct columns a field reads, for error messages (``se_value``)."""
+        """Return the struct columns a field reads, for error messages (``se_value``)."""
         return ", ".join(STRUCT_COLUMNS[name] for name in sorted(template.uses)) or "fields"
 
 
@@ -101,7 +101,7 @@ def compile_struct_rules(setting: object, path: str) -> list[StructRule]:
 def struct_values(
     text: t.Callable[[str], str | None], get: t.Callable[[str], t.Any]
 ) -> dict[str, t.Any]:
-    """The placeholder values of one struct event (``value`` keeps its number type)."""
+    """Return the placeholder values of one struct event (``value`` keeps its number type)."""
     values: dict[str, t.Any] = {name: text(column) for name, column in STRUCT_COLUMNS.items()}
     values["value"] = get("se_value")
     return values
