@@ -96,13 +96,11 @@ def to_number(value: object) -> int | float:
     if type(value) is int or type(value) is float:
         return value
     if isinstance(value, decimal.Decimal):
-        return (
-            int(value)
-            # The exponent is a str ("n", "N", "F") for NaN and Infinity only: NaN fails the
-            # equality, and Infinity raises TypeError here, as it always has.
-            if value == value.to_integral_value() and value.as_tuple().exponent >= 0  # type: ignore[operator]
-            else float(value)
-        )
+        if not value.is_finite():
+            msg = f"{value} is not a finite number"
+            raise ValueError(msg)
+        exponent = t.cast("int", value.as_tuple().exponent)  # an int for finite values
+        return int(value) if value == value.to_integral_value() and exponent >= 0 else float(value)
     if isinstance(value, str):
         try:
             return float(value) if any(c in value for c in ".eE") else int(value)

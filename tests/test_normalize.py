@@ -114,3 +114,9 @@ def test_normalize_interaction_keeps_the_raw_value_of_a_field_it_cannot_convert(
     record, problems = normalize_interaction({"revenue": "lots", "user_id": "u"})
     assert record == {"revenue": "lots", "user_id": "u"}
     assert problems == ["revenue: 'lots' is not a number"]
+
+
+@pytest.mark.parametrize("text", ["Infinity", "-Infinity", "NaN"])
+def test_a_decimal_that_is_not_finite_is_not_a_number(text):
+    with pytest.raises(ValueError, match="not a finite number"):
+        to_number(decimal.Decimal(text))
