@@ -131,24 +131,27 @@ def write_config(tmp_path: Path, url: str, **settings: t.Any) -> Path:
 
 def run_target(
     config: Path,
-    singer: str,
+    singer: str | bytes,
     *,
     timeout: float = 300,
     cwd: Path | None = None,
 ) -> TargetRun:
-    """Run the real target process on a Singer input and wait for it."""
+    """Run the real target process on a Singer input (text, or raw bytes) and wait for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_MISO_")}
     done = subprocess.run(
         [*target_command(), "--config", str(config)],
-        input=singer,
+        input=singer if isinstance(singer, bytes) else singer.encode(),
         capture_output=True,
-        text=True,
         timeout=timeout,
         env=env,
         cwd=cwd,
         check=False,
     )
-    return TargetRun(done.returncode, done.stdout, done.stderr)
+    return TargetRun(
+        done.returncode,
+        done.stdout.decode(),
+        done.stderr.decode("utf-8", "replace"),
+    )
 
 
 def read_rejects(path: Path) -> list[dict]:

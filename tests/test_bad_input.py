@@ -8,14 +8,11 @@ exact; a line that is not a Singer message ends the run with one ERROR line and 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import typing as t
 
 import pytest
 
 from tests.helpers import (
-    TargetRun,
     interaction,
     read_rejects,
     record_message,
@@ -23,30 +20,11 @@ from tests.helpers import (
     schema_message,
     seqs,
     state_message,
-    target_command,
     write_config,
 )
 
 PERSONAL = "person-42-private"
 POISON = "__poison__"
-
-
-def run_target_bytes(config, data: bytes, timeout: float = 300) -> TargetRun:
-    """Run the real target process on raw bytes (helpers.run_target takes text)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TARGET_MISO_")}
-    done = subprocess.run(
-        [*target_command(), "--config", str(config)],
-        input=data,
-        capture_output=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
-    return TargetRun(
-        done.returncode,
-        done.stdout.decode(),
-        done.stderr.decode("utf-8", "replace"),
-    )
 
 
 def bookmark(seq: int) -> dict:
@@ -120,7 +98,7 @@ def test_a_line_that_is_not_utf8_is_set_aside_with_its_line_number(sandbox, tmp_
     bad = record_message(interaction(1, user_id="caf@")).encode().replace(b"@", b"\xff\xfe")
     data = three_records("@BAD@").encode().replace(b"@BAD@", bad)
 
-    run = run_target_bytes(config, data)
+    run = run_target(config, data)
 
     assert run.returncode == 0, run.stderr
     assert sorted(seqs(sandbox.interactions)) == [0, 2]

@@ -176,22 +176,32 @@ def test_sigterm_while_rejects_are_written_ends_and_keeps_every_reject(
         assert f"set aside: {len(rejected)} " in stderr, "every reject counted is on disk"
 
 
-def test_sigterm_during_an_outage_ends_within_the_grace_period_without_state(
-    sandbox_factory,
-    tmp_path,
-):
+def _started_in_an_outage(sandbox_factory, tmp_path, **settings) -> FedTarget:
+    # Every request answers 503: nothing can be delivered while the run is stopped.
     sandbox = sandbox_factory(fail_all_status=503)
     config = write_config(
         tmp_path,
         sandbox.url,
         batch_size_rows=50,
-        stop_grace_seconds=2,
         max_retries=50,
         retry_initial_delay=1,
-        retry_max_delay=5,
+        **settings,
     )
     target = FedTarget(config, singer_input([interaction(i) for i in range(500)], state_every=50))
     _wait_for(lambda: sandbox.stats()["requests_total"] > 0)
+    return target
+
+
+def test_sigterm_during_an_outage_ends_within_the_grace_period_without_state(
+    sandbox_factory,
+    tmp_path,
+):
+    target = _started_in_an_outage(
+        sandbox_factory,
+        tmp_path,
+        stop_grace_seconds=2,
+        retry_max_delay=5,
+    )
 
     target.signal(signal.SIGTERM)
     code, states, stderr, took = target.finish(timeout=30)
@@ -205,17 +215,7 @@ def test_sigterm_during_an_outage_ends_within_the_grace_period_without_state(
 
 
 def test_a_second_signal_stops_at_once(sandbox_factory, tmp_path):
-    sandbox = sandbox_factory(fail_all_status=503)
-    config = write_config(
-        tmp_path,
-        sandbox.url,
-        batch_size_rows=50,
-        stop_grace_seconds=120,
-        max_retries=50,
-        retry_initial_delay=1,
-    )
-    target = FedTarget(config, singer_input([interaction(i) for i in range(500)], state_every=50))
-    _wait_for(lambda: sandbox.stats()["requests_total"] > 0)
+    target = _started_in_an_outage(sandbox_factory, tmp_path, stop_grace_seconds=120)
 
     target.signal(signal.SIGTERM)
     time.sleep(0.5)
