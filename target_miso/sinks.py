@@ -14,12 +14,14 @@ import typing as t
 import orjson
 from singer_sdk.sinks import BatchSink
 
+from target_miso.batch_files import batch_records
 from target_miso.mappings import MappingConfigError, MappingError
 from target_miso.reader import line_text
 from target_miso.run.delivery import Batch
 
 if t.TYPE_CHECKING:
     from singer_sdk import Target
+    from singer_sdk.helpers._batch import BaseBatchFileEncoding
 
     from target_miso.run.run import HasRun
 
@@ -287,6 +289,38 @@ class InteractionsSink(BatchSink):
         for interaction, source in held:
             self.add_interaction(interaction, source)
 
+    def process_batch_files(
+        self,
+        encoding: BaseBatchFileEncoding,
+        files: t.Sequence[str],
+    ) -> None:
+        """Take the records of a BATCH message one at a time, exactly as RECORDs are taken.
+
+        (The SDK's own version loads each file whole and hands it to ``process_batch``,
+        which does not read records: every record of the BATCH was lost.)
+
+        Args:
+            encoding: The BATCH message's encoding (checked by ``batch_encoding``).
+            files: The manifest.
+
+        """
+        storage = self.batch_config.storage if self.batch_config else None
+        run = self.run
+        for record in batch_records(self.stream_name, encoding, files, storage):
+            self.tally_record_read()
+            self.process_record(record, {})
+            self.record_counter_metric.increment()
+            if self.is_full:
+                self.hand_over_full()
+                run.after_batch()
+            run.after_record()
+
+    def hand_over_full(self) -> None:
+        """Hand the batches that reached their row or byte limit to delivery."""
+        full, self._full = self._full, []
+        for batch in full:
+            self.run.delivery.submit(batch)
+
     def process_batch(self, context: dict) -> None:
         """Hand every pending batch to delivery (which sends them concurrently).
 
@@ -296,9 +330,7 @@ class InteractionsSink(BatchSink):
         """
         if self._batch.records:
             self._seal()
-        full, self._full = self._full, []
-        for batch in full:
-            self.run.delivery.submit(batch)
+        self.hand_over_full()
 
     def _seal(self) -> None:
         self._full.append(self._batch)

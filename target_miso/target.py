@@ -20,6 +20,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
+from target_miso.batch_files import batch_encoding
 from target_miso.catalog.sink import CatalogSink
 from target_miso.reader import (
     FIX_THE_TAP,
@@ -167,9 +168,9 @@ class TargetMiso(Target):
     def _bad_record_line(self, problem: str) -> BadInputLine:
         return BadInputLine(getattr(self.message_reader, "line_number", 0), problem)
 
-    def _record_before_schema(self, stream_name: str) -> RecordBeforeSchema:
+    def _record_before_schema(self, stream_name: str, kind: str = "RECORD") -> RecordBeforeSchema:
         number = getattr(self.message_reader, "line_number", 0)
-        return RecordBeforeSchema(number, *_no_schema(stream_name))
+        return RecordBeforeSchema(number, *_no_schema(stream_name, kind))
 
     # --- The per-record path -------------------------------------------------------------
 
@@ -202,6 +203,16 @@ class TargetMiso(Target):
             self.drain_one(sink)
             self.run.after_batch()  # waiting checkpoints are looked at once per batch
         self.run.after_record()
+
+    def _process_batch_message(self, message_dict: dict) -> None:
+        # Checked like a RECORD line; the sink then reads the files record by record.
+        stream_name = message_dict.get("stream")
+        if type(stream_name) is not str or not isinstance(message_dict.get("manifest"), list):
+            raise self._bad_record_line("is a BATCH without a 'stream' name or a 'manifest' list")
+        if stream_name not in self._sinks_active and stream_name not in self.mapper.stream_maps:
+            raise self._record_before_schema(stream_name, "BATCH")
+        batch_encoding(stream_name, message_dict.get("encoding"))  # refuses what cannot be read
+        super()._process_batch_message(message_dict)
 
     @cached_property
     def _uses_stream_maps(self) -> bool:
@@ -313,10 +324,10 @@ class TargetMiso(Target):
 _SHOWN = 100  # characters of a stream name shown in a message
 
 
-def _no_schema(stream_name: str) -> tuple[str, str]:
+def _no_schema(stream_name: str, kind: str) -> tuple[str, str]:
     shown = stream_name if len(stream_name) <= _SHOWN else stream_name[:_SHOWN] + "..."
     return (
-        f"is a RECORD of stream {shown!r}, which no SCHEMA message described before it",
+        f"is a {kind} of stream {shown!r}, which no SCHEMA message described before it",
         "A tap sends each stream's SCHEMA before its RECORDs: check the tap (and any "
         "stream_maps alias), then run again; the next run starts from the last STATE written",
     )

@@ -23,6 +23,7 @@ import threading
 import time
 import typing as t
 
+from target_miso.batch_files import BatchFileError
 from target_miso.catalog.deletes import CatalogError
 from target_miso.catalog.sync import Catalogs
 from target_miso.mappings import MappingConfigError, build_mapping
@@ -39,6 +40,7 @@ if t.TYPE_CHECKING:
 
 #: Failures that end the run with a clear message instead of a traceback.
 RUN_ERRORS = (
+    BatchFileError,
     MisoAPIError,
     TooManyRejectsError,
     RejectsWriteError,
