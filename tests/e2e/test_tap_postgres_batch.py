@@ -1,0 +1,113 @@
+"""The real tap-postgres in batch mode (BATCH messages of gzip jsonl files) into the target.
+
+singer-sdk taps with ``batch_config`` send no RECORD lines at all: SCHEMA, BATCH messages
+naming files, STATE. Every row must arrive, and the STATE only after them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import typing as t
+
+import psycopg
+import pytest
+
+from tests.catalog.test_catalog_tap_postgres import ADMIN_DSN, TAP
+from tests.helpers import run_target, write_config
+
+if t.TYPE_CHECKING:
+    from pathlib import Path
+
+    from target_miso.miso.sandbox import Sandbox
+
+pytestmark = pytest.mark.e2e
+
+DATABASE = "target_miso_batch_e2e"
+ROWS = 3000
+
+
+@pytest.fixture
+def web_db(meltano_installed: None) -> t.Iterator[None]:
+    """A fresh database with web.events: interaction-shaped rows."""
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DATABASE}")
+    with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={DATABASE}")) as conn:
+        conn.execute(
+            """
+            CREATE SCHEMA web;
+            CREATE TABLE web.events (seq integer PRIMARY KEY, type text, user_id text,
+                "timestamp" timestamptz, product_ids text[]);
+            """,
+        )
+        conn.execute(
+            """
+            INSERT INTO web.events
+                SELECT i, 'product_detail_page_view', 'user-' || (i %% 97),
+                       timestamptz '2024-05-01 10:00:00+00' + i * interval '1 second',
+                       ARRAY['sku-' || i]
+                FROM generate_series(0, %s) AS i
+            """,
+            (ROWS - 1,),
+        )
+        conn.commit()
+    yield
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+def _tap_output(tmp_path: Path) -> str:
+    config = tmp_path / "tap.json"
+    config.write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "port": 5432,
+                "user": "postgres",
+                "password": os.environ.get("PGPASSWORD", "postgres"),
+                "database": DATABASE,
+                "filter_schemas": ["web"],
+                "batch_config": {
+                    "encoding": {"format": "jsonl", "compression": "gzip"},
+                    "storage": {"root": (tmp_path / "batches").as_uri(), "prefix": "web-"},
+                    "batch_size": 1000,
+                },
+            },
+        ),
+    )
+    discovered = subprocess.run(
+        [str(TAP), "--config", str(config), "--discover"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    catalog = json.loads(discovered.stdout)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"].update(selected=True, **{"replication-method": "FULL_TABLE"})
+    catalog_path = tmp_path / "catalog.json"
+    catalog_path.write_text(json.dumps(catalog))
+    read = subprocess.run(
+        [str(TAP), "--config", str(config), "--catalog", str(catalog_path)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return read.stdout
+
+
+def test_every_row_of_a_batch_mode_tap_arrives(
+    tmp_path: Path, web_db: None, sandbox: Sandbox
+) -> None:
+    singer = _tap_output(tmp_path)
+    messages = [json.loads(line) for line in singer.splitlines() if line.strip()]
+    assert any(m["type"] == "BATCH" for m in messages), "the tap must be in batch mode"
+    assert not any(m["type"] == "RECORD" for m in messages)
+    config = write_config(tmp_path, sandbox.url, mappings={"web-events": {"preset": "passthrough"}})
+
+    run = run_target(config, singer)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    delivered = sorted(int(i["product_ids"][0].removeprefix("sku-")) for i in sandbox.interactions)
+    assert delivered == list(range(ROWS))
+    assert f"records in: {ROWS}" in run.stderr
+    assert run.states, "the tap's STATE is written once its rows were delivered"
