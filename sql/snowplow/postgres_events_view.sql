@@ -19,6 +19,41 @@
 -- A duplicated event (Snowplow delivers some twice) has its entity rows duplicated too, so
 -- identical entity rows are folded once, in the order they were loaded.
 -- Nested objects the loader flattened into "parent.child" columns stay flat.
+--
+-- Indexes: the loader creates its tables without any, and without them the view is quadratic
+-- (every event scans every shredded table) and tap-postgres's incremental query
+-- (WHERE collector_tstamp >= <bookmark> ORDER BY collector_tstamp) sorts the whole table before
+-- its first row. So this script first creates, if missing, an index on
+-- <schema>.events (collector_tstamp) and one on (root_id, root_tstamp) of every shredded table;
+-- re-running it indexes tables the loader created since. Building an index on a large table
+-- blocks the loader's inserts into that table while it runs (see docs/snowplow.md for building
+-- them CONCURRENTLY beforehand instead; this script then finds them by name and skips them).
+
+DO $create_indexes$
+DECLARE
+    events_schema text := coalesce(nullif(current_setting('target_miso.snowplow_schema', true), ''), 'atomic');
+    shredded_table text;
+BEGIN
+    IF to_regclass(format('%I.events', events_schema)) IS NOT NULL THEN
+        EXECUTE format('CREATE INDEX IF NOT EXISTS events_collector_tstamp_miso ON %I.events (collector_tstamp)',
+                       events_schema);
+    END IF;
+    FOR shredded_table IN
+        SELECT table_name FROM information_schema.columns
+         WHERE table_schema = events_schema AND column_name = 'root_id'
+           AND table_name IN (SELECT table_name FROM information_schema.columns
+                               WHERE table_schema = events_schema AND column_name = 'root_tstamp')
+           AND table_name IN (SELECT table_name FROM information_schema.tables
+                               WHERE table_schema = events_schema AND table_type = 'BASE TABLE')
+         ORDER BY table_name
+    LOOP
+        -- Index names are limited to 63 bytes, table names too: a digest keeps them unique.
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I (root_id, root_tstamp)',
+                       left(shredded_table, 40) || '_root_miso_' || left(md5(shredded_table), 8),
+                       events_schema, shredded_table);
+    END LOOP;
+END
+$create_indexes$;
 
 DO $create_view$
 DECLARE

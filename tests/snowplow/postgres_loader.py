@@ -145,3 +145,50 @@ def create_view(conn: psycopg.Connection, schema: str) -> None:
         cur.execute("SELECT set_config('target_miso.snowplow_schema', %s, false)", (schema,))
         cur.execute(open(VIEW_SQL).read())
     conn.commit()
+
+
+def multiply_events(conn: psycopg.Connection, schema: str, copies: int) -> int:
+    """Add ``copies`` copies of every event already loaded, with their shredded rows.
+
+    Copy k of an event gets a new event_id (derived from the old one and k) and its
+    collector_tstamp moved k days later, in <schema>.events and in every shredded table, so
+    that a few loaded events become a large, realistic database in seconds. Returns the number
+    of events in the schema.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name, array_agg(column_name::text ORDER BY ordinal_position)"
+            "  FROM information_schema.columns WHERE table_schema = %s GROUP BY table_name",
+            (schema,),
+        )
+        tables = dict(cur.fetchall())
+        renamed = {
+            "event_id": sql.SQL("md5(t.event_id::text || '/' || k)::uuid"),
+            "root_id": sql.SQL("md5(t.root_id::text || '/' || k)::uuid"),
+            "collector_tstamp": sql.SQL("t.collector_tstamp + k * interval '1 day'"),
+            "root_tstamp": sql.SQL("t.root_tstamp + k * interval '1 day'"),
+        }
+        for table, columns in tables.items():
+            if table != "events" and "root_id" not in columns:
+                continue
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {schema}.{table} ({columns}) SELECT {values}"
+                    "  FROM {schema}.{table} t CROSS JOIN generate_series(1, %s) k"
+                ).format(
+                    schema=sql.Identifier(schema),
+                    table=sql.Identifier(table),
+                    columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                    values=sql.SQL(", ").join(
+                        renamed.get(c, sql.SQL("t.{}").format(sql.Identifier(c))) for c in columns
+                    ),
+                ),
+                (copies,),
+            )
+            cur.execute(
+                sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            )
+        cur.execute(sql.SQL("SELECT count(*) FROM {}.events").format(sql.Identifier(schema)))
+        (count,) = t.cast(tuple[int], cur.fetchone())
+    conn.commit()
+    return count
