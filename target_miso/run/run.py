@@ -25,7 +25,7 @@ import typing as t
 
 from target_miso.catalog.deletes import CatalogError
 from target_miso.catalog.sync import Catalogs
-from target_miso.mappings import MappingConfigError, build_mapping
+from target_miso.mappings import MappingConfigError, build_mapping, entry_key
 from target_miso.miso.client import MisoAPIError, MisoClient
 from target_miso.miso.schema import InteractionValidator
 from target_miso.reader import line_text, stream_of
@@ -113,6 +113,9 @@ class Run:
         self.tally = Tally()
         self.catalogs = Catalogs(self)
         self.mappings: dict[str, Mapping] = {}
+        #: Set at the end of a run when a ``mappings`` key matched no stream and
+        #: ``unmatched_mappings`` is ``error``: the target then exits 1.
+        self.failed_unmatched_mappings = False
         self._checkpoint_records = int(config["state_checkpoint_records"])
         self._checkpoint_seconds = float(config["state_checkpoint_seconds"])
         self._progress_seconds = float(config["progress_log_seconds"])
@@ -330,9 +333,52 @@ class Run:
                 self.catalogs.terminating = True  # a read cut short must not delete anything
             self.catalogs.finish()  # deletes after full-table reads, before the final STATE
             self.checkpoint(is_endofpipe=True)
+            # Only after the final STATE: the data was fine, the configuration is not. A read
+            # cut short may not have seen every stream yet, so it is not checked.
+            unmatched = [] if read_cut_short else self.unmatched_mapping_keys()
         finally:
             self.log_summary()
             self.close()
+        if unmatched:
+            self._report_unmatched(unmatched)
+
+    def streams_seen(self) -> list[str]:
+        """Return the streams of this run that got a sink (interactions and catalog), sorted."""
+        return sorted({*self.mappings, *self.catalogs.streams})
+
+    def unmatched_mapping_keys(self) -> list[str]:
+        """Return the ``mappings`` keys no stream of this run used (none when no stream came).
+
+        A key counts as used when it is the entry a stream was given (``entry_key``: its
+        exact name first, then the first matching glob); a glob shadowed by an earlier one
+        or by an exact name was used by no stream either.
+
+        Returns:
+            The unused keys, in the order of the setting.
+
+        """
+        seen = self.streams_seen()
+        if not seen:
+            return []
+        mappings = self.config.get("mappings") or {}
+        used = {entry_key(stream, mappings) for stream in seen}
+        return [key for key in mappings if key not in used]
+
+    def _report_unmatched(self, keys: list[str]) -> None:
+        # One line: which keys, which streams came, and that the data itself was delivered.
+        warn = self.config.get("unmatched_mappings", "error") == "warn"
+        message = (
+            f"mappings: {', '.join(repr(key) for key in keys)} matched no stream of this run "
+            f"(streams seen: {', '.join(repr(s) for s in self.streams_seen())}); a stream "
+            "without a key of its own is mapped with preset auto. Everything read was "
+            "delivered and the final STATE written; fix the key (a stream name, or a glob "
+            "such as 'name*')"
+        )
+        if warn:
+            self.logger.warning("%s.", message)
+            return
+        self.failed_unmatched_mappings = True
+        self.logger.error("%s, or set unmatched_mappings: warn (exit code 1).", message)
 
     def fail(self, error: BaseException) -> None:
         """Fail the run: say why, and release the checkpoints that were delivered.
