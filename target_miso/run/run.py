@@ -116,6 +116,7 @@ class Run:
         #: Set at the end of a run when a ``mappings`` key matched no stream and
         #: ``unmatched_mappings`` is ``error``: the target then exits 1.
         self.failed_unmatched_mappings = False
+        self._summary_logged = False
         self._checkpoint_records = int(config["state_checkpoint_records"])
         self._checkpoint_seconds = float(config["state_checkpoint_seconds"])
         self._progress_seconds = float(config["progress_log_seconds"])
@@ -328,6 +329,7 @@ class Run:
                 full-table read may be incomplete, so catalog deletes are skipped.
 
         """
+        failed = True
         try:
             if read_cut_short:
                 self.catalogs.terminating = True  # a read cut short must not delete anything
@@ -336,8 +338,9 @@ class Run:
             # Only after the final STATE: the data was fine, the configuration is not. A read
             # cut short may not have seen every stream yet, so it is not checked.
             unmatched = [] if read_cut_short else self.unmatched_mapping_keys()
+            failed = False
         finally:
-            self.log_summary()
+            self.log_summary(failed=failed)
             self.close()
         if unmatched:
             self._report_unmatched(unmatched)
@@ -396,6 +399,8 @@ class Run:
         if self._checkpoints:
             self.delivery.wait_idle()
             self._checkpoints.release_ready()
+        if not self._summary_logged:  # failed while reading: finish() did not log it
+            self.log_summary(failed=True)
         self.logger.error(
             "No STATE was written past the records that were not delivered; the next "
             "run starts from the last STATE written and resends them.",
@@ -423,8 +428,18 @@ class Run:
             self.tally.records_in / elapsed if elapsed else 0.0,
         )
 
-    def log_summary(self) -> None:
-        """Log the run summary: what came in, what was accepted, set aside, skipped."""
+    def log_summary(self, *, failed: bool = False) -> None:
+        """Log the run summary: what came in, what was accepted, set aside, skipped.
+
+        Args:
+            failed: The run failed: say what was mapped and not delivered (the requests
+                still on the wire are waited for first, so that the count is exact).
+
+        """
+        self._summary_logged = True
+        if failed:
+            self.client.stop_retrying()
+            self.delivery.wait_idle()
         elapsed = time.monotonic() - self.tally.started
         stats = self.client.stats
         skipped: dict[str, int] = {}
@@ -452,7 +467,34 @@ class Run:
             if stream not in catalog_streams:
                 lines.insert(2, f"  stream {stream}: {count} accepted")
         lines[2:2] = self.catalogs.summary_lines()
+        if failed:
+            lines.insert(2, self._not_delivered_line(accepted))
+        if stats.retries_after_lost_answer:
+            lines.append(
+                f"answers lost in flight: {stats.retries_after_lost_answer} requests were "
+                "retried after a timeout, a dropped connection or a 5xx, which may come after "
+                "Miso stored the batch: some records may be stored twice (at most one batch "
+                "per such retry)",
+            )
         self.logger.info("Run summary:\n  %s", "\n  ".join(lines))
+
+    def _not_delivered_line(self, accepted: int) -> str:
+        # Exact, with every request answered (log_summary waited): each interaction handed
+        # to a batch (tally.interactions; catalog records are not counted there) ends as
+        # accepted by Miso (counted once per batch, however often it was retried), refused
+        # by Miso and set aside (counted once: refused records leave the batch before it is
+        # resent), or neither: still in a sink's batch, in a batch never sent, or in the
+        # request that failed. Records set aside before batching (mapping, validation) never
+        # reached tally.interactions. Interactions a mapping still held (Snowplow page views
+        # awaiting the flush) were never handed over, and are not counted either.
+        catalog_streams = self.catalogs.streams
+        refused = sum(n for s, n in self.delivery.refused.items() if s not in catalog_streams)
+        missing = self.tally.interactions - accepted - refused
+        return (
+            f"mapped but not delivered: {missing} interactions (of {self.tally.interactions} "
+            f"handed to batches: {accepted} accepted, {refused} refused by Miso and set aside); "
+            "the next run resends them from the last STATE written"
+        )
 
 
 def _state_default(value: object) -> object:
