@@ -143,6 +143,27 @@ def test_pings_of_an_unmapped_page_and_of_an_unseen_page_are_counted_apart():
     }
 
 
+def test_a_ping_whose_page_view_was_forgotten_gets_its_own_reason():
+    preset = mapping()
+    preset.map(rows(page_view(1, page_id="pv-first"))[0])
+    assert len(preset.flush()) == 1
+    preset.map(rows(ping(2, 10, page_id="pv-first"))[0])  # still remembered
+    later = rows(*(page_view(10 + n, path="/about", page_id=f"pv-{n}") for n in range(20_000)))
+    for row in later:
+        preset.map(row)
+    assert preset.flush() == []
+    preset.map(rows(ping(4, 20, page_id="pv-first"))[0])  # pushed out by 20,000 later pages
+    preset.map(rows(ping(5, 20, page_id="pv-0"))[0])  # the oldest of them is still there
+    preset.map(rows(ping(6, 20, page_id="pv-never"))[0])
+    assert dict(preset.skipped) == {
+        "page_view: no page rule matched": 20_000,
+        "page_ping: page view already sent": 1,
+        "page_ping: page view forgotten (20,000 or more closed page views later)": 1,
+        "page_ping: page view not mapped": 1,
+        "page_ping: page view not seen": 1,
+    }
+
+
 def test_without_pings_a_page_view_has_no_duration_and_with_ping_duration_off_is_sent_at_once():
     held = mapping().map(rows(page_view(1, path="/"))[0])
     direct = mapping(ping_duration=False)

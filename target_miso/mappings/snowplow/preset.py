@@ -65,6 +65,42 @@ PRODUCT_VIEW_SOURCES = ("ecommerce", "page_rules", "both")
 #: (~200 bytes each: 100,000 made peak RSS grow by 20 MB between 100k and 1M rows).
 _CLOSED_PAGES_KEPT = 20_000
 _EPOCH = dt.datetime(1970, 1, 1)
+#: Why a ping finds no page view once its page view left the closed-page memory.
+FORGOTTEN_PAGE = f"page view forgotten ({_CLOSED_PAGES_KEPT:,} or more closed page views later)"
+
+
+class _ForgottenPages:
+    """The page views pushed out of the closed-page memory, in a fixed 1 MiB bit set.
+
+    A Bloom filter: a page it never held is almost never taken for a forgotten one (about
+    2% of lookups once a million pages were forgotten, more beyond), and it only labels a
+    skipped ping in the run summary. Allocated at the first page forgotten.
+    """
+
+    __slots__ = ("_bits",)
+    _SIZE_BITS = 1 << 23
+    _PROBES = 4
+
+    def __init__(self) -> None:
+        self._bits: bytearray | None = None
+
+    def _positions(self, key: object) -> t.Iterator[int]:
+        digest = hash(key) & 0xFFFF_FFFF_FFFF_FFFF  # salted per process: only for this run
+        step = (digest >> 32) | 1
+        for probe in range(self._PROBES):
+            yield (digest + probe * step) % self._SIZE_BITS
+
+    def add(self, key: object) -> None:
+        if self._bits is None:
+            self._bits = bytearray(self._SIZE_BITS // 8)
+        for position in self._positions(key):
+            self._bits[position >> 3] |= 1 << (position & 7)
+
+    def __contains__(self, key: object) -> bool:
+        bits = self._bits
+        return bits is not None and all(
+            bits[position >> 3] & (1 << (position & 7)) for position in self._positions(key)
+        )
 
 
 class _HeldPage:
@@ -149,6 +185,7 @@ class SnowplowMapping(Mapping):
         self._orders: dict[str, _HeldOrder] = {}
         # Page views no longer held, and why: explains pings that come too late.
         self._closed_pages: collections.OrderedDict[object, str] = collections.OrderedDict()
+        self._forgotten_pages = _ForgottenPages()
 
     # --- The seam --------------------------------------------------------------------
 
@@ -272,8 +309,7 @@ class SnowplowMapping(Mapping):
         key = _page_key(event)
         page = self._pages.get(key) if key is not None else None
         if page is None:
-            reason = self._closed_pages.get(key, "page view not seen") if key is not None else None
-            self.skipped[f"page_ping: {reason or 'no web_page id or page_url'}"] += 1
+            self.skipped[f"page_ping: {self._why_no_page(key)}"] += 1
             return
         moment = event.get("dvce_created_tstamp") or event.get("collector_tstamp")
         column = "dvce_created_tstamp" if event.get("dvce_created_tstamp") else "collector_tstamp"
@@ -313,11 +349,21 @@ class SnowplowMapping(Mapping):
             self._remember_closed(key, "page view not mapped")
         return given
 
+    def _why_no_page(self, key: object) -> str:
+        # Why a ping has no held page view to add to (the run summary's reason).
+        if key is None:
+            return "no web_page id or page_url"
+        reason = self._closed_pages.get(key)
+        if reason is not None:
+            return reason
+        return FORGOTTEN_PAGE if key in self._forgotten_pages else "page view not seen"
+
     def _remember_closed(self, key: object, reason: str) -> None:
         self._closed_pages[key] = reason
         self._closed_pages.move_to_end(key)
         if len(self._closed_pages) > _CLOSED_PAGES_KEPT:
-            self._closed_pages.popitem(last=False)
+            forgotten, _ = self._closed_pages.popitem(last=False)
+            self._forgotten_pages.add(forgotten)
 
     # --- Legacy transactions -----------------------------------------------------------
 
