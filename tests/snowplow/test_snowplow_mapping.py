@@ -164,6 +164,37 @@ def test_a_ping_whose_page_view_was_forgotten_gets_its_own_reason():
     }
 
 
+def copy_of_page_view(derived, user):
+    # A copy of page view 1: same event_id and collector_tstamp, its own derived_tstamp.
+    return page_view(1, derived_tstamp=samples._at(derived), user_id=user)
+
+
+@pytest.mark.parametrize("order", ["earlier first", "later first"])
+def test_of_two_held_copies_of_a_page_view_the_earliest_derived_tstamp_is_sent(order):
+    copies = [copy_of_page_view(0.3, "earlier"), copy_of_page_view(4.0, "later")]
+    if order == "later first":
+        copies.reverse()
+    first, second = rows(*copies)
+    assert first["collector_tstamp"] == second["collector_tstamp"]
+    preset = mapping()
+    assert preset.map(first) == preset.map(second) == []
+    ((held, _),) = preset.flush()
+    assert held["user_id"] == "earlier"
+    assert held["timestamp"] == "2024-05-01T10:00:00.300Z"
+    assert preset.skipped["snowplow: duplicate event_id"] == 1
+
+
+def test_a_tie_keeps_the_first_copy_and_a_copy_after_the_flush_is_dropped():
+    preset = mapping()
+    for row in rows(copy_of_page_view(0.3, "first"), copy_of_page_view(0.3, "second")):
+        preset.map(row)
+    ((held, _),) = preset.flush()
+    assert held["user_id"] == "first"
+    preset.map(rows(copy_of_page_view(0.1, "after the flush"))[0])
+    assert preset.flush() == [], "the first copy was already handed over: dropped"
+    assert preset.skipped["snowplow: duplicate event_id"] == 2
+
+
 def test_without_pings_a_page_view_has_no_duration_and_with_ping_duration_off_is_sent_at_once():
     held = mapping().map(rows(page_view(1, path="/"))[0])
     direct = mapping(ping_duration=False)

@@ -28,7 +28,7 @@ import typing as t
 
 from target_miso.mappings.base import Held, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.field_templates import place
-from target_miso.mappings.rules import compile_page_rules
+from target_miso.mappings.rules import PageMatch, compile_page_rules
 from target_miso.mappings.snowplow.common import common_fields, truncated_ip
 from target_miso.mappings.snowplow.ecommerce import ECOMMERCE_ACTION, ecommerce_fields
 from target_miso.mappings.snowplow.event import SnowplowEvent
@@ -106,11 +106,13 @@ class _ForgottenPages:
 class _HeldPage:
     """One page view waiting for the flush: its interaction, pings and plugin product views."""
 
-    __slots__ = ("ping_buckets", "pings", "plugin_views", "source", "view")
+    __slots__ = ("derived", "ping_buckets", "pings", "plugin_views", "source", "view")
 
     def __init__(self) -> None:
         #: The page rule's interaction; None when no rule matched or the view was not seen.
         self.view: dict[str, t.Any] | None = None
+        #: The view's ``derived_tstamp`` in epoch seconds (None: not set or not readable).
+        self.derived: float | None = None
         self.pings = 0
         self.source: dict[str, t.Any] = {}
         self.ping_buckets: set[int] = set()
@@ -186,6 +188,9 @@ class SnowplowMapping(Mapping):
         # Page views no longer held, and why: explains pings that come too late.
         self._closed_pages: collections.OrderedDict[object, str] = collections.OrderedDict()
         self._forgotten_pages = _ForgottenPages()
+        #: The page key of each page view held until the flush, by event_id: a duplicate
+        #: copy read before the flush may still replace it (``_prefer_earlier_copy``).
+        self._held_views: dict[str, object] = {}
 
     # --- The seam --------------------------------------------------------------------
 
@@ -209,6 +214,8 @@ class SnowplowMapping(Mapping):
         name = event.text("event_name") or event.text("event") or ""
         if self.seen.check_and_add(event_id):
             self.skipped["snowplow: duplicate event_id"] += 1
+            if name == "page_view":
+                self._prefer_earlier_copy(event, event_id)
             return []
         try:
             return self._dispatch(event, name)
@@ -236,6 +243,7 @@ class SnowplowMapping(Mapping):
         for key, page in self._pages.items():
             held.extend(self._close_page(key, page))
         self._pages.clear()
+        self._held_views.clear()
         for order_id, order in self._orders.items():
             interaction = self._checkout(order_id, order)
             if interaction is not None:
@@ -285,10 +293,7 @@ class SnowplowMapping(Mapping):
             if self.ping_duration and key is not None and page is None:
                 self._pages[key] = _HeldPage()
             return []
-        interaction = {"type": found.type, **common_fields(event)}
-        for field, value in found.fields.items():
-            # Matches are cached and shared: lists are copied, never handed out twice.
-            place(interaction, field, list(value) if isinstance(value, list) else value)
+        interaction = _rule_view(event, found)
         if found.type == PRODUCT_VIEW and self.product_view_source == "ecommerce":
             wait = True  # the plugin's product view of this page may replace it
         else:
@@ -300,7 +305,41 @@ class SnowplowMapping(Mapping):
         if page is None:
             page = self._pages[key] = _HeldPage()
         page.view, page.source = interaction, _identity(event.record)
+        page.derived = _derived_seconds(event)
+        event_id = event.text("event_id")
+        if event_id is not None:
+            self._held_views[event_id] = key
         return []
+
+    def _prefer_earlier_copy(self, event: SnowplowEvent, event_id: str) -> None:
+        """Let a duplicate page view replace the held copy when its derived_tstamp is earlier.
+
+        Snowplow's own data models keep, of the rows sharing an ``event_id``, the one with
+        the earliest ``derived_tstamp``; doing the same here makes the copy sent independent
+        of the order the rows were read in (an incremental run and a full refresh agree).
+        It applies only while the first copy is held (until the checkpoint's flush), when
+        both copies belong to the same page view (same page key) and the new copy maps to a
+        held page view too; ties, unreadable timestamps and everything else keep the first
+        copy. A copy read after the first was flushed is dropped (docs/snowplow.md).
+        """
+        key = self._held_views.get(event_id)
+        page = self._pages.get(key) if key is not None else None
+        if page is None or page.view is None or page.derived is None:
+            return
+        if page.source.get("event_id") != event_id:
+            return
+        derived = _derived_seconds(event)
+        if derived is None or derived >= page.derived or _page_key(event) != key:
+            return
+        url = event.text("page_url")
+        found = self.page_rules.match(url) if url and len(self.page_rules) else None
+        if found is None or found.type != page.view["type"]:
+            return
+        try:
+            interaction = _rule_view(event, found)
+        except MappingError:
+            return  # an unreadable copy never replaces a good one
+        page.view, page.source, page.derived = interaction, _identity(event.record), derived
 
     def _page_ping(self, event: SnowplowEvent) -> None:
         if not self.ping_duration:
@@ -574,6 +613,26 @@ def _epoch_seconds(value: object) -> float:
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return (moment - _EPOCH).total_seconds()
+
+
+def _rule_view(event: SnowplowEvent, found: PageMatch) -> dict[str, t.Any]:
+    # The interaction a page rule's match gives for a page view.
+    interaction = {"type": found.type, **common_fields(event)}
+    for field, value in found.fields.items():
+        # Matches are cached and shared: lists are copied, never handed out twice.
+        place(interaction, field, list(value) if isinstance(value, list) else value)
+    return interaction
+
+
+def _derived_seconds(event: SnowplowEvent) -> float | None:
+    # The row's derived_tstamp in epoch seconds, None when it is not set or not readable.
+    value = event.get("derived_tstamp")
+    if value in (None, ""):
+        return None
+    try:
+        return _epoch_seconds(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _positive(settings: dict[str, t.Any], name: str, config_path: str) -> float:
