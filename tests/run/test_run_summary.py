@@ -20,7 +20,7 @@ def summary(stderr: str) -> str:
 
 def test_a_failed_run_counts_exactly_what_was_mapped_and_not_delivered(sandbox_factory, tmp_path):
     # user-3 is refused by Miso; with max_rejects 0 its reject fails the run, while the other
-    # batches are delivered (or not) concurrently.
+    # batches are delivered (or not) concurrently, and reading stops at the next hand-over.
     sandbox = sandbox_factory(reject_user_ids=["user-3"])
     records = [interaction(seq) for seq in range(60)]
     config = write_config(tmp_path, sandbox.url, batch_size_rows=10, max_rejects=0)
@@ -30,10 +30,10 @@ def test_a_failed_run_counts_exactly_what_was_mapped_and_not_delivered(sandbox_f
     assert run.returncode == 1
     [found] = NOT_DELIVERED.findall(summary(run.stderr))
     missing, handed, accepted, refused = map(int, found)
-    assert handed == 60
+    assert 10 <= handed <= 60, "the failure may stop the reading before the end"
     assert refused == 1
     assert accepted == len(sandbox.interactions)
-    assert missing == 60 - len(sandbox.interactions) - 1
+    assert missing == handed - len(sandbox.interactions) - 1
     assert missing >= 9, "the refused record's batch stored nothing"
 
 
