@@ -185,6 +185,18 @@ SETTINGS_SCHEMA: dict = th.PropertiesList(
         "`kind: products` or `kind: users` syncs the stream to Miso's catalog instead "
         "(docs/catalog.md).",
     ),
+    th.Property(
+        "unmatched_mappings",
+        th.StringType(nullable=False),
+        default="error",
+        allowed_values=["error", "warn"],
+        title="Unmatched mappings",
+        description="What a `mappings` key that no stream of the run used (a misspelt "
+        "stream name or a glob that matches nothing) does at the end of the run: `error` "
+        "fails it (exit 1) after everything read was delivered and the final STATE "
+        "written; `warn` only logs a WARNING. Streams without their own key would "
+        "otherwise use `auto` silently. A run that saw no stream is not checked.",
+    ),
     *CATALOG_SETTINGS,
 ).to_dict()
 

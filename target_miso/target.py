@@ -272,6 +272,8 @@ class TargetMiso(Target):
             sys.exit(1)
         finally:
             stop.uninstall()
+        if self.run.failed_unmatched_mappings:
+            sys.exit(1)
         if self._stopped_early:
             self.logger.warning(
                 "Stopped by signal %d before the end of the input: what was read was "

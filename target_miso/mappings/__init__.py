@@ -20,6 +20,7 @@ __all__ = [
     "MappingError",
     "build_mapping",
     "check_mappings",
+    "entry_key",
 ]
 
 #: preset name -> "module:Class", imported on first use.
@@ -59,12 +60,29 @@ def options_for(stream_name: str, mappings: t.Mapping[str, t.Any]) -> tuple[str,
         The config path of the entry and its options (empty when there is none).
 
     """
+    key = entry_key(stream_name, mappings)
+    if key is None:
+        return f"mappings.{stream_name}", {}
+    return f"mappings.{key}", dict(mappings[key] or {})
+
+
+def entry_key(stream_name: str, mappings: t.Mapping[str, t.Any]) -> str | None:
+    """Return the key of ``mappings`` a stream uses: its exact name first, then the first glob.
+
+    Args:
+        stream_name: The Singer stream name.
+        mappings: The ``mappings`` setting.
+
+    Returns:
+        The key, or None when no key matches (the stream uses ``preset: auto``).
+
+    """
     if stream_name in mappings:
-        return f"mappings.{stream_name}", dict(mappings[stream_name] or {})
-    for pattern, options in mappings.items():
+        return stream_name
+    for pattern in mappings:
         if fnmatch.fnmatchcase(stream_name, pattern):
-            return f"mappings.{pattern}", dict(options or {})
-    return f"mappings.{stream_name}", {}
+            return pattern
+    return None
 
 
 def detect_preset(properties: t.Iterable[str]) -> str | None:

@@ -100,6 +100,10 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+#: Outcomes of an attempt that was sent and whose answer never came.
+_LOST_ANSWERS = frozenset({"timeout", "connection error"})
+
+
 class ClientStats:
     """Counters for the run summary; updated from several threads."""
 
@@ -108,6 +112,10 @@ class ClientStats:
         self.requests = 0
         self.retries = 0
         self.by_status: dict[str, int] = {}
+        #: Retries after an attempt whose answer may have been lost: a timeout, a dropped
+        #: connection or a 5xx may come after Miso stored the batch, so the retry can store
+        #: it a second time (a 429 stored nothing).
+        self.retries_after_lost_answer = 0
         self._lock = threading.Lock()
 
     def count(self, outcome: str, *, retry: bool) -> None:
@@ -122,6 +130,8 @@ class ClientStats:
             self.requests += 1
             self.retries += retry
             self.by_status[outcome] = self.by_status.get(outcome, 0) + 1
+            if retry and (outcome in _LOST_ANSWERS or outcome.startswith("5")):
+                self.retries_after_lost_answer += 1
 
 
 class MisoClient:

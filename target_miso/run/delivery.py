@@ -97,6 +97,8 @@ class Delivery:
         self._pending: set[Future[None]] = set()
         self._failure: BaseException | None = None
         self.accepted: collections.Counter[str] = collections.Counter()
+        #: Records of each stream that Miso refused (set aside at stage ``miso``).
+        self.refused: collections.Counter[str] = collections.Counter()
 
     @staticmethod
     def batches_held(max_concurrent: int) -> int:
@@ -197,6 +199,12 @@ class Delivery:
         for _ in range(_MAX_RECOVERY_ROUNDS):
             result = self._client.upload_records(batch.path, records)
             refused = result.refused
+            # Counted before the rejects are written: writing one may end the run
+            # (max_rejects), and the summary counts what Miso answered for every record.
+            with self._lock:
+                self.refused[batch.stream] += len(refused)
+                if result.others_stored:
+                    self.accepted[batch.stream] += len(records) - len(refused)
             for index, reasons in refused.items():
                 self._rejects.add(
                     stream=batch.stream,
@@ -206,8 +214,6 @@ class Delivery:
                     stage="miso",
                 )
             if result.others_stored:
-                with self._lock:
-                    self.accepted[batch.stream] += len(records) - len(refused)
                 if batch.on_stored is not None:
                     stored = [positions[i] for i in range(len(records)) if i not in refused]
                     batch.on_stored(stored, result.task_id)

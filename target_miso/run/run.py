@@ -26,7 +26,7 @@ import typing as t
 from target_miso.batch_files import BatchFileError
 from target_miso.catalog.deletes import CatalogError
 from target_miso.catalog.sync import Catalogs
-from target_miso.mappings import MappingConfigError, build_mapping
+from target_miso.mappings import MappingConfigError, build_mapping, entry_key
 from target_miso.miso.client import MisoAPIError, MisoClient
 from target_miso.miso.schema import InteractionValidator
 from target_miso.reader import line_text, stream_of
@@ -115,6 +115,10 @@ class Run:
         self.tally = Tally()
         self.catalogs = Catalogs(self)
         self.mappings: dict[str, Mapping] = {}
+        #: Set at the end of a run when a ``mappings`` key matched no stream and
+        #: ``unmatched_mappings`` is ``error``: the target then exits 1.
+        self.failed_unmatched_mappings = False
+        self._summary_logged = False
         self._checkpoint_records = int(config["state_checkpoint_records"])
         self._checkpoint_seconds = float(config["state_checkpoint_seconds"])
         self._progress_seconds = float(config["progress_log_seconds"])
@@ -327,14 +331,59 @@ class Run:
                 full-table read may be incomplete, so catalog deletes are skipped.
 
         """
+        failed = True
         try:
             if read_cut_short:
                 self.catalogs.terminating = True  # a read cut short must not delete anything
             self.catalogs.finish()  # deletes after full-table reads, before the final STATE
             self.checkpoint(is_endofpipe=True)
+            # Only after the final STATE: the data was fine, the configuration is not. A read
+            # cut short may not have seen every stream yet, so it is not checked.
+            unmatched = [] if read_cut_short else self.unmatched_mapping_keys()
+            failed = False
         finally:
-            self.log_summary()
+            self.log_summary(failed=failed)
             self.close()
+        if unmatched:
+            self._report_unmatched(unmatched)
+
+    def streams_seen(self) -> list[str]:
+        """Return the streams of this run that got a sink (interactions and catalog), sorted."""
+        return sorted({*self.mappings, *self.catalogs.streams})
+
+    def unmatched_mapping_keys(self) -> list[str]:
+        """Return the ``mappings`` keys no stream of this run used (none when no stream came).
+
+        A key counts as used when it is the entry a stream was given (``entry_key``: its
+        exact name first, then the first matching glob); a glob shadowed by an earlier one
+        or by an exact name was used by no stream either.
+
+        Returns:
+            The unused keys, in the order of the setting.
+
+        """
+        seen = self.streams_seen()
+        if not seen:
+            return []
+        mappings = self.config.get("mappings") or {}
+        used = {entry_key(stream, mappings) for stream in seen}
+        return [key for key in mappings if key not in used]
+
+    def _report_unmatched(self, keys: list[str]) -> None:
+        # One line: which keys, which streams came, and that the data itself was delivered.
+        warn = self.config.get("unmatched_mappings", "error") == "warn"
+        message = (
+            f"mappings: {', '.join(repr(key) for key in keys)} matched no stream of this run "
+            f"(streams seen: {', '.join(repr(s) for s in self.streams_seen())}); a stream "
+            "without a key of its own is mapped with preset auto. Everything read was "
+            "delivered and the final STATE written; fix the key (a stream name, or a glob "
+            "such as 'name*')"
+        )
+        if warn:
+            self.logger.warning("%s.", message)
+            return
+        self.failed_unmatched_mappings = True
+        self.logger.error("%s, or set unmatched_mappings: warn (exit code 1).", message)
 
     def fail(self, error: BaseException) -> None:
         """Fail the run: say why, and release the checkpoints that were delivered.
@@ -352,6 +401,8 @@ class Run:
         if self._checkpoints:
             self.delivery.wait_idle()
             self._checkpoints.release_ready()
+        if not self._summary_logged:  # failed while reading: finish() did not log it
+            self.log_summary(failed=True)
         self.logger.error(
             "No STATE was written past the records that were not delivered; the next "
             "run starts from the last STATE written and resends them.",
@@ -379,8 +430,18 @@ class Run:
             self.tally.records_in / elapsed if elapsed else 0.0,
         )
 
-    def log_summary(self) -> None:
-        """Log the run summary: what came in, what was accepted, set aside, skipped."""
+    def log_summary(self, *, failed: bool = False) -> None:
+        """Log the run summary: what came in, what was accepted, set aside, skipped.
+
+        Args:
+            failed: The run failed: say what was mapped and not delivered (the requests
+                still on the wire are waited for first, so that the count is exact).
+
+        """
+        self._summary_logged = True
+        if failed:
+            self.client.stop_retrying()
+            self.delivery.wait_idle()
         elapsed = time.monotonic() - self.tally.started
         stats = self.client.stats
         skipped: dict[str, int] = {}
@@ -408,7 +469,34 @@ class Run:
             if stream not in catalog_streams:
                 lines.insert(2, f"  stream {stream}: {count} accepted")
         lines[2:2] = self.catalogs.summary_lines()
+        if failed:
+            lines.insert(2, self._not_delivered_line(accepted))
+        if stats.retries_after_lost_answer:
+            lines.append(
+                f"answers lost in flight: {stats.retries_after_lost_answer} requests were "
+                "retried after a timeout, a dropped connection or a 5xx, which may come after "
+                "Miso stored the batch: some records may be stored twice (at most one batch "
+                "per such retry)",
+            )
         self.logger.info("Run summary:\n  %s", "\n  ".join(lines))
+
+    def _not_delivered_line(self, accepted: int) -> str:
+        # Exact, with every request answered (log_summary waited): each interaction handed
+        # to a batch (tally.interactions; catalog records are not counted there) ends as
+        # accepted by Miso (counted once per batch, however often it was retried), refused
+        # by Miso and set aside (counted once: refused records leave the batch before it is
+        # resent), or neither: still in a sink's batch, in a batch never sent, or in the
+        # request that failed. Records set aside before batching (mapping, validation) never
+        # reached tally.interactions. Interactions a mapping still held (Snowplow page views
+        # awaiting the flush) were never handed over, and are not counted either.
+        catalog_streams = self.catalogs.streams
+        refused = sum(n for s, n in self.delivery.refused.items() if s not in catalog_streams)
+        missing = self.tally.interactions - accepted - refused
+        return (
+            f"mapped but not delivered: {missing} interactions (of {self.tally.interactions} "
+            f"handed to batches: {accepted} accepted, {refused} refused by Miso and set aside); "
+            "the next run resends them from the last STATE written"
+        )
 
 
 def _state_default(value: object) -> object:

@@ -119,6 +119,8 @@ def products_config(tmp_path: Path, sandbox: Sandbox) -> t.Callable[..., Path]:
 
     def make(**options: t.Any) -> Path:
         settings = options.pop("settings", {})
+        # Both catalog streams are configured and most tests feed only one of them.
+        settings.setdefault("unmatched_mappings", "warn")
         return write_config(
             tmp_path,
             sandbox.url,

@@ -143,6 +143,58 @@ def test_pings_of_an_unmapped_page_and_of_an_unseen_page_are_counted_apart():
     }
 
 
+def test_a_ping_whose_page_view_was_forgotten_gets_its_own_reason():
+    preset = mapping()
+    preset.map(rows(page_view(1, page_id="pv-first"))[0])
+    assert len(preset.flush()) == 1
+    preset.map(rows(ping(2, 10, page_id="pv-first"))[0])  # still remembered
+    later = rows(*(page_view(10 + n, path="/about", page_id=f"pv-{n}") for n in range(20_000)))
+    for row in later:
+        preset.map(row)
+    assert preset.flush() == []
+    preset.map(rows(ping(4, 20, page_id="pv-first"))[0])  # pushed out by 20,000 later pages
+    preset.map(rows(ping(5, 20, page_id="pv-0"))[0])  # the oldest of them is still there
+    preset.map(rows(ping(6, 20, page_id="pv-never"))[0])
+    assert dict(preset.skipped) == {
+        "page_view: no page rule matched": 20_000,
+        "page_ping: page view already sent": 1,
+        "page_ping: page view forgotten (20,000 or more closed page views later)": 1,
+        "page_ping: page view not mapped": 1,
+        "page_ping: page view not seen": 1,
+    }
+
+
+def copy_of_page_view(derived, user):
+    # A copy of page view 1: same event_id and collector_tstamp, its own derived_tstamp.
+    return page_view(1, derived_tstamp=samples._at(derived), user_id=user)
+
+
+@pytest.mark.parametrize("order", ["earlier first", "later first"])
+def test_of_two_held_copies_of_a_page_view_the_earliest_derived_tstamp_is_sent(order):
+    copies = [copy_of_page_view(0.3, "earlier"), copy_of_page_view(4.0, "later")]
+    if order == "later first":
+        copies.reverse()
+    first, second = rows(*copies)
+    assert first["collector_tstamp"] == second["collector_tstamp"]
+    preset = mapping()
+    assert preset.map(first) == preset.map(second) == []
+    ((held, _),) = preset.flush()
+    assert held["user_id"] == "earlier"
+    assert held["timestamp"] == "2024-05-01T10:00:00.300Z"
+    assert preset.skipped["snowplow: duplicate event_id"] == 1
+
+
+def test_a_tie_keeps_the_first_copy_and_a_copy_after_the_flush_is_dropped():
+    preset = mapping()
+    for row in rows(copy_of_page_view(0.3, "first"), copy_of_page_view(0.3, "second")):
+        preset.map(row)
+    ((held, _),) = preset.flush()
+    assert held["user_id"] == "first"
+    preset.map(rows(copy_of_page_view(0.1, "after the flush"))[0])
+    assert preset.flush() == [], "the first copy was already handed over: dropped"
+    assert preset.skipped["snowplow: duplicate event_id"] == 2
+
+
 def test_without_pings_a_page_view_has_no_duration_and_with_ping_duration_off_is_sent_at_once():
     held = mapping().map(rows(page_view(1, path="/"))[0])
     direct = mapping(ping_duration=False)

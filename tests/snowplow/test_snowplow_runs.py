@@ -151,3 +151,26 @@ def test_an_interaction_miso_refuses_is_set_aside_with_the_columns_that_identify
         }
     assert all(i.get("user_id") != "u-42" for i in sandbox.interactions)
     assert sandbox.interactions, "the other visitors' interactions are delivered"
+
+
+def test_two_copies_of_a_page_view_give_the_same_interaction_in_either_order(sandbox, tmp_path):
+    # The same event_id and collector_tstamp twice: the copy with the earliest derived_tstamp
+    # is sent, whichever was read first (an incremental run and a full refresh agree).
+    rows = samples.render_tsv_shaped(samples.sample_events())
+    original = next(r for r in rows if r["event"] == "page_view" and "/category/" in r["page_url"])
+    copy = {**original, "derived_tstamp": "2024-05-01 09:59:00.000", "user_id": "copy-user"}
+    config = write_config(
+        tmp_path, sandbox.url, mappings={STREAM: options(tmp_path, dedupe_store=None)}
+    )
+    delivered = []
+    for pair in ([original, copy], [copy, original]):
+        sandbox.reset()
+        at = rows.index(original)
+        run = run_target(config, singer_lines([*rows[:at], *pair, *rows[at + 1 :]]))
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "        2  snowplow: duplicate event_id\n" in run.stderr  # one in the samples
+        delivered.append(by_time(sandbox.interactions))
+    assert delivered[0] == delivered[1]
+    [view] = [i for i in delivered[0] if i.get("user_id") == "copy-user"]
+    assert view["timestamp"] == "2024-05-01T09:59:00.000Z"
+    assert len(delivered[0]) == len(samples.expected_interactions())

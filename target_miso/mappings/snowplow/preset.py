@@ -28,7 +28,7 @@ import typing as t
 
 from target_miso.mappings.base import Held, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.field_templates import place
-from target_miso.mappings.rules import compile_page_rules
+from target_miso.mappings.rules import PageMatch, compile_page_rules
 from target_miso.mappings.snowplow.common import common_fields, truncated_ip
 from target_miso.mappings.snowplow.ecommerce import ECOMMERCE_ACTION, ecommerce_fields
 from target_miso.mappings.snowplow.event import SnowplowEvent
@@ -65,16 +65,54 @@ PRODUCT_VIEW_SOURCES = ("ecommerce", "page_rules", "both")
 #: (~200 bytes each: 100,000 made peak RSS grow by 20 MB between 100k and 1M rows).
 _CLOSED_PAGES_KEPT = 20_000
 _EPOCH = dt.datetime(1970, 1, 1)
+#: Why a ping finds no page view once its page view left the closed-page memory.
+FORGOTTEN_PAGE = f"page view forgotten ({_CLOSED_PAGES_KEPT:,} or more closed page views later)"
+
+
+class _ForgottenPages:
+    """The page views pushed out of the closed-page memory, in a fixed 1 MiB bit set.
+
+    A Bloom filter: a page it never held is almost never taken for a forgotten one (about
+    2% of lookups once a million pages were forgotten, more beyond), and it only labels a
+    skipped ping in the run summary. Allocated at the first page forgotten.
+    """
+
+    __slots__ = ("_bits",)
+    _SIZE_BITS = 1 << 23
+    _PROBES = 4
+
+    def __init__(self) -> None:
+        self._bits: bytearray | None = None
+
+    def _positions(self, key: object) -> t.Iterator[int]:
+        digest = hash(key) & 0xFFFF_FFFF_FFFF_FFFF  # salted per process: only for this run
+        step = (digest >> 32) | 1
+        for probe in range(self._PROBES):
+            yield (digest + probe * step) % self._SIZE_BITS
+
+    def add(self, key: object) -> None:
+        if self._bits is None:
+            self._bits = bytearray(self._SIZE_BITS // 8)
+        for position in self._positions(key):
+            self._bits[position >> 3] |= 1 << (position & 7)
+
+    def __contains__(self, key: object) -> bool:
+        bits = self._bits
+        return bits is not None and all(
+            bits[position >> 3] & (1 << (position & 7)) for position in self._positions(key)
+        )
 
 
 class _HeldPage:
     """One page view waiting for the flush: its interaction, pings and plugin product views."""
 
-    __slots__ = ("ping_buckets", "pings", "plugin_views", "source", "view")
+    __slots__ = ("derived", "ping_buckets", "pings", "plugin_views", "source", "view")
 
     def __init__(self) -> None:
         #: The page rule's interaction; None when no rule matched or the view was not seen.
         self.view: dict[str, t.Any] | None = None
+        #: The view's ``derived_tstamp`` in epoch seconds (None: not set or not readable).
+        self.derived: float | None = None
         self.pings = 0
         self.source: dict[str, t.Any] = {}
         self.ping_buckets: set[int] = set()
@@ -149,6 +187,10 @@ class SnowplowMapping(Mapping):
         self._orders: dict[str, _HeldOrder] = {}
         # Page views no longer held, and why: explains pings that come too late.
         self._closed_pages: collections.OrderedDict[object, str] = collections.OrderedDict()
+        self._forgotten_pages = _ForgottenPages()
+        #: The page key of each page view held until the flush, by event_id: a duplicate
+        #: copy read before the flush may still replace it (``_prefer_earlier_copy``).
+        self._held_views: dict[str, object] = {}
 
     # --- The seam --------------------------------------------------------------------
 
@@ -172,6 +214,8 @@ class SnowplowMapping(Mapping):
         name = event.text("event_name") or event.text("event") or ""
         if self.seen.check_and_add(event_id):
             self.skipped["snowplow: duplicate event_id"] += 1
+            if name == "page_view":
+                self._prefer_earlier_copy(event, event_id)
             return []
         try:
             return self._dispatch(event, name)
@@ -199,6 +243,7 @@ class SnowplowMapping(Mapping):
         for key, page in self._pages.items():
             held.extend(self._close_page(key, page))
         self._pages.clear()
+        self._held_views.clear()
         for order_id, order in self._orders.items():
             interaction = self._checkout(order_id, order)
             if interaction is not None:
@@ -248,10 +293,7 @@ class SnowplowMapping(Mapping):
             if self.ping_duration and key is not None and page is None:
                 self._pages[key] = _HeldPage()
             return []
-        interaction = {"type": found.type, **common_fields(event)}
-        for field, value in found.fields.items():
-            # Matches are cached and shared: lists are copied, never handed out twice.
-            place(interaction, field, list(value) if isinstance(value, list) else value)
+        interaction = _rule_view(event, found)
         if found.type == PRODUCT_VIEW and self.product_view_source == "ecommerce":
             wait = True  # the plugin's product view of this page may replace it
         else:
@@ -263,7 +305,41 @@ class SnowplowMapping(Mapping):
         if page is None:
             page = self._pages[key] = _HeldPage()
         page.view, page.source = interaction, _identity(event.record)
+        page.derived = _derived_seconds(event)
+        event_id = event.text("event_id")
+        if event_id is not None:
+            self._held_views[event_id] = key
         return []
+
+    def _prefer_earlier_copy(self, event: SnowplowEvent, event_id: str) -> None:
+        """Let a duplicate page view replace the held copy when its derived_tstamp is earlier.
+
+        Snowplow's own data models keep, of the rows sharing an ``event_id``, the one with
+        the earliest ``derived_tstamp``; doing the same here makes the copy sent independent
+        of the order the rows were read in (an incremental run and a full refresh agree).
+        It applies only while the first copy is held (until the checkpoint's flush), when
+        both copies belong to the same page view (same page key) and the new copy maps to a
+        held page view too; ties, unreadable timestamps and everything else keep the first
+        copy. A copy read after the first was flushed is dropped (docs/snowplow.md).
+        """
+        key = self._held_views.get(event_id)
+        page = self._pages.get(key) if key is not None else None
+        if page is None or page.view is None or page.derived is None:
+            return
+        if page.source.get("event_id") != event_id:
+            return
+        derived = _derived_seconds(event)
+        if derived is None or derived >= page.derived or _page_key(event) != key:
+            return
+        url = event.text("page_url")
+        found = self.page_rules.match(url) if url and len(self.page_rules) else None
+        if found is None or found.type != page.view["type"]:
+            return
+        try:
+            interaction = _rule_view(event, found)
+        except MappingError:
+            return  # an unreadable copy never replaces a good one
+        page.view, page.source, page.derived = interaction, _identity(event.record), derived
 
     def _page_ping(self, event: SnowplowEvent) -> None:
         if not self.ping_duration:
@@ -272,8 +348,7 @@ class SnowplowMapping(Mapping):
         key = _page_key(event)
         page = self._pages.get(key) if key is not None else None
         if page is None:
-            reason = self._closed_pages.get(key, "page view not seen") if key is not None else None
-            self.skipped[f"page_ping: {reason or 'no web_page id or page_url'}"] += 1
+            self.skipped[f"page_ping: {self._why_no_page(key)}"] += 1
             return
         moment = event.get("dvce_created_tstamp") or event.get("collector_tstamp")
         column = "dvce_created_tstamp" if event.get("dvce_created_tstamp") else "collector_tstamp"
@@ -313,11 +388,21 @@ class SnowplowMapping(Mapping):
             self._remember_closed(key, "page view not mapped")
         return given
 
+    def _why_no_page(self, key: object) -> str:
+        # Why a ping has no held page view to add to (the run summary's reason).
+        if key is None:
+            return "no web_page id or page_url"
+        reason = self._closed_pages.get(key)
+        if reason is not None:
+            return reason
+        return FORGOTTEN_PAGE if key in self._forgotten_pages else "page view not seen"
+
     def _remember_closed(self, key: object, reason: str) -> None:
         self._closed_pages[key] = reason
         self._closed_pages.move_to_end(key)
         if len(self._closed_pages) > _CLOSED_PAGES_KEPT:
-            self._closed_pages.popitem(last=False)
+            forgotten, _ = self._closed_pages.popitem(last=False)
+            self._forgotten_pages.add(forgotten)
 
     # --- Legacy transactions -----------------------------------------------------------
 
@@ -528,6 +613,26 @@ def _epoch_seconds(value: object) -> float:
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return (moment - _EPOCH).total_seconds()
+
+
+def _rule_view(event: SnowplowEvent, found: PageMatch) -> dict[str, t.Any]:
+    # The interaction a page rule's match gives for a page view.
+    interaction = {"type": found.type, **common_fields(event)}
+    for field, value in found.fields.items():
+        # Matches are cached and shared: lists are copied, never handed out twice.
+        place(interaction, field, list(value) if isinstance(value, list) else value)
+    return interaction
+
+
+def _derived_seconds(event: SnowplowEvent) -> float | None:
+    # The row's derived_tstamp in epoch seconds, None when it is not set or not readable.
+    value = event.get("derived_tstamp")
+    if value in (None, ""):
+        return None
+    try:
+        return _epoch_seconds(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _positive(settings: dict[str, t.Any], name: str, config_path: str) -> float:
