@@ -10,7 +10,7 @@ from target_miso.mappings.snowplow.seen_events import SeenEvents
 
 def stored_ids(path) -> set[str]:
     with sqlite3.connect(path) as db:
-        return {row[0] for row in db.execute("SELECT event_id FROM seen_events")}
+        return {row[0] for row in db.execute("SELECT event_id FROM delivered_events")}
 
 
 def test_a_checkpoint_commits_only_the_ids_seen_before_it(tmp_path):
@@ -65,7 +65,7 @@ def test_ids_past_the_retention_are_forgotten_at_the_first_commit_of_a_run(tmp_p
     today = int(time.time() // 86_400)
     with sqlite3.connect(path) as db:
         db.execute(
-            "INSERT INTO seen_events VALUES ('old', ?), ('recent', ?)",
+            "INSERT INTO delivered_events VALUES ('', 'old', ?), ('', 'recent', ?)",
             (today - 31, today - 2),
         )
     seen = SeenEvents(path, retention_days=30)
