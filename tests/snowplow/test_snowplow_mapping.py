@@ -424,6 +424,7 @@ def test_search_reads_both_key_spellings_and_turns_filters_into_lists():
         ({"ping_duration": "yes"}, "mappings.atomic-events.ping_duration", "true or false"),
         ({"dedupe_retention_days": -1}, "mappings.atomic-events.dedupe_retention_days", "positive"),
         ({"dedupe_store": ""}, "mappings.atomic-events.dedupe_store", "file path or null"),
+        ({"dedupe_replay": "yes"}, "mappings.atomic-events.dedupe_replay", "true or false"),
         (
             {"page_rules": [{"pattern": "(", "type": "read"}]},
             "mappings.atomic-events.page_rules[0].pattern",
