@@ -61,6 +61,10 @@ class SeenEvents:
             "PRIMARY KEY (environment, event_id)) WITHOUT ROWID",
         )
         self._drop_unkeyed_ids()
+        # Ids of this run that are not (or, with replay, not only) in the store: events skipped
+        # or delivered by a replay. A temporary table, so that memory stays bounded (pings are
+        # often half the rows); it goes with the connection.
+        self._db.execute("CREATE TEMP TABLE run_ids (event_id TEXT PRIMARY KEY) WITHOUT ROWID")
         self.retention_days = retention_days
         self.replay = replay
         self.environment = environment
@@ -70,12 +74,12 @@ class SeenEvents:
         self._pending_groups: dict[str, tuple[str, ...]] = {}
         #: Checkpoints taken whose interactions are still on the wire: token, ids, groups.
         self._sealed: list[tuple[int, set[str], dict[str, tuple[str, ...]]]] = []
-        #: Ids of this run that gave nothing to deliver (kept for this run only).
+        #: Ids of this run that gave nothing to deliver, until they go to ``run_ids`` at
+        #: the next checkpoint (kept for this run only).
         self._skipped: set[str] = set()
         #: Ids of this run whose interaction was set aside (delivery threads add to it).
         self._refused: set[str] = set()
-        #: With ``replay`` the store is not looked up: ids stored by this run stay here.
-        self._stored_this_run: set[str] = set()
+        self._run_ids_any = False
         self._lock = threading.Lock()
         self._last_token = 0
         self._expired_removed = False
@@ -86,11 +90,13 @@ class SeenEvents:
     def _drop_unkeyed_ids(self) -> None:
         # Stores written before ids were keyed by environment (table ``seen_events``) also
         # hold ids of events skipped or set aside, and name no environment: they are dropped.
+        find = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen_events'"
+        if self._db.execute(find).fetchone() is None:
+            return
         with self._db:
-            old = self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen_events'"
-            ).fetchone()
-            if old is None:
+            # Partitioned pipelines may open the file at once: one of them drops the table.
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._db.execute(find).fetchone() is None:
                 return
             count = self._db.execute("SELECT COUNT(*) FROM seen_events").fetchone()[0]
             self._db.execute("DROP TABLE seen_events")
@@ -132,16 +138,19 @@ class SeenEvents:
         for _, ids, _ in self._sealed:
             if event_id in ids:
                 return True
-        if event_id in self._refused or event_id in self._stored_this_run:
+        if event_id in self._refused:
             return True
-        if (
-            self._stored_any
-            and self._lookup.execute(
+        if self._stored_any:
+            if self._lookup.execute(
                 "SELECT 1 FROM delivered_events WHERE environment = ? AND event_id = ?",
                 (self.environment, event_id),
-            ).fetchone()
-        ):
-            return True
+            ).fetchone():
+                return True
+        if self._run_ids_any:
+            if self._lookup.execute(
+                "SELECT 1 FROM temp.run_ids WHERE event_id = ?", (event_id,)
+            ).fetchone():
+                return True
         self._pending.add(event_id)
         return False
 
@@ -201,7 +210,18 @@ class SeenEvents:
         with self._lock:
             self._sealed.append((self._last_token, self._pending, self._pending_groups))
             self._pending, self._pending_groups = set(), {}
+        self._keep_for_the_run(self._skipped)
+        self._skipped = set()
         return self._last_token
+
+    def _keep_for_the_run(self, ids: set[str]) -> None:
+        if not ids:
+            return
+        with self._db:  # committed at once: an open transaction would pin a WAL snapshot
+            self._db.executemany(
+                "INSERT OR IGNORE INTO temp.run_ids VALUES (?)", ((i,) for i in ids)
+            )
+        self._run_ids_any = True
 
     def commit(self, token: int | None = None) -> None:
         """Store the ids of the delivered events of settled checkpoints.
@@ -222,9 +242,9 @@ class SeenEvents:
         delivered = [ids - refused for ids in ready]
         if not any(delivered):
             return
-        if self.replay:
+        if self.replay:  # the store is not looked up: find them in this run's ids
             for ids in delivered:
-                self._stored_this_run.update(ids)
+                self._keep_for_the_run(ids)
         today = int(time.time() // _DAY)
         with self._db:
             for ids in delivered:
