@@ -147,5 +147,21 @@ class Mapping:
 
         """
 
+    def bind_environment(self, environment: str) -> None:
+        """Learn which Miso environment the run delivers to, before the first record.
+
+        Args:
+            environment: From ``catalog.hashes.environment_key`` (never the key itself).
+
+        """
+
+    def refused(self, source: object) -> None:
+        """Hear that an interaction of this stream was set aside at validation or by Miso.
+
+        Args:
+            source: The source record the interaction carries (or what the batch kept of it).
+
+        """
+
     def close(self) -> None:
         """Release resources at the end of the run."""

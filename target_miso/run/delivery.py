@@ -80,17 +80,26 @@ def source_record(source: object) -> object:
 class Delivery:
     """Sends batches on a small thread pool and keeps the count of what Miso accepted."""
 
-    def __init__(self, client: MisoClient, rejects: RejectsFile, max_concurrent: int) -> None:
+    def __init__(
+        self,
+        client: MisoClient,
+        rejects: RejectsFile,
+        max_concurrent: int,
+        on_refused: t.Callable[[str, object], None] | None = None,
+    ) -> None:
         """Start the worker pool.
 
         Args:
             client: The Miso API client (thread-safe).
             rejects: Where records refused by Miso are set aside.
             max_concurrent: Requests on the wire at once.
+            on_refused: Called (in a delivery thread) with the stream and source record of
+                each interaction Miso refused, once it is in the rejects file.
 
         """
         self._client = client
         self._rejects = rejects
+        self._on_refused = on_refused
         self._pool = ThreadPoolExecutor(max(max_concurrent, 1), thread_name_prefix="miso-post")
         self._slots = threading.BoundedSemaphore(self.batches_held(max_concurrent))
         self._lock = threading.Lock()
@@ -206,13 +215,16 @@ class Delivery:
                 if result.others_stored:
                     self.accepted[batch.stream] += len(records) - len(refused)
             for index, reasons in refused.items():
+                source = source_record(sources[index])
                 self._rejects.add(
                     stream=batch.stream,
                     reasons=reasons,
-                    source=source_record(sources[index]),
+                    source=source,
                     interaction=orjson.loads(records[index]),
                     stage="miso",
                 )
+                if self._on_refused is not None:
+                    self._on_refused(batch.stream, source)
             if result.others_stored:
                 if batch.on_stored is not None:
                     stored = [positions[i] for i in range(len(records)) if i not in refused]

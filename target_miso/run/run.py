@@ -25,6 +25,7 @@ import typing as t
 
 from target_miso.batch_files import BatchFileError
 from target_miso.catalog.deletes import CatalogError
+from target_miso.catalog.hashes import environment_key
 from target_miso.catalog.sync import Catalogs
 from target_miso.mappings import MappingConfigError, build_mapping, entry_key
 from target_miso.miso.client import MisoAPIError, MisoClient
@@ -111,7 +112,12 @@ class Run:
             max_requests_per_second=float(config["max_requests_per_second"]),
             pool_size=int(config["max_concurrent_requests"]),
         )
-        self.delivery = Delivery(self.client, self.rejects, int(config["max_concurrent_requests"]))
+        self.delivery = Delivery(
+            self.client,
+            self.rejects,
+            int(config["max_concurrent_requests"]),
+            on_refused=self._refused,
+        )
         self.tally = Tally()
         self.catalogs = Catalogs(self)
         self.mappings: dict[str, Mapping] = {}
@@ -163,6 +169,9 @@ class Run:
         mapping = self.mappings.get(stream_name)
         if mapping is None:
             mapping = build_mapping(stream_name, self.config.get("mappings") or {}, schema)
+            mapping.bind_environment(
+                environment_key(self.config["api_url"], self.config["api_key"])
+            )
             self.logger.info(
                 "Stream '%s' is mapped with the '%s' preset",
                 stream_name,
@@ -198,6 +207,14 @@ class Run:
             interaction=interaction,
             stage=stage,
         )
+        if stage != "mapping":  # a mapping's own set-asides are known to it already
+            self._refused(stream, source)
+
+    def _refused(self, stream: str, source: object) -> None:
+        # Set aside at validation or by Miso (a delivery thread): not delivered.
+        mapping = self.mappings.get(stream)
+        if mapping is not None:
+            mapping.refused(source)
 
     def set_aside_line(self, line_number: int, line: str | bytes, reason: str) -> None:
         """Write a RECORD line that cannot be decoded to the rejects file, as text.

@@ -15,8 +15,8 @@ What maps to what (docs/snowplow.md has the full table and every option):
 Rows arrive in any of the warehouse layouts; ``event.py`` reads them all the same way.
 Page views (waiting for their pings and for the e-commerce plugin's product view of the same
 page) and legacy orders (waiting for their items) are held until ``flush()``, which the
-target calls before every checkpoint. Event ids are deduplicated within the run and across
-runs (``seen_events``).
+target calls before every checkpoint. Event ids are deduplicated within the run, and across
+runs for events delivered to the same Miso environment (``seen_events``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ OPTIONS: dict[str, t.Any] = {
     "media_id_field": "label",
     "dedupe_store": DEFAULT_DEDUPE_STORE,
     "dedupe_retention_days": 30,
+    "dedupe_replay": False,
 }
 PRODUCT_VIEW_SOURCES = ("ecommerce", "page_rules", "both")
 #: How many closed page views are remembered to explain late pings in the run summary
@@ -118,11 +119,18 @@ class _HeldPage:
         self.ping_buckets: set[int] = set()
         self.plugin_views: list[Held] = []
 
+    def event_ids(self) -> tuple[str, ...]:
+        """Return the ids of the events held here (the page view's, then the plugin's)."""
+        sources = [self.source] if self.view is not None else []
+        sources += [source for _, source in self.plugin_views]
+        return tuple(str(source["event_id"]) for source in sources if "event_id" in source)
+
 
 class _HeldOrder:
-    __slots__ = ("common", "items", "revenue", "source")
+    __slots__ = ("common", "event_ids", "items", "revenue", "source")
 
     def __init__(self) -> None:
+        self.event_ids: list[str] = []
         self.common: dict[str, t.Any] | None = None
         self.source: dict[str, t.Any] | None = None
         self.revenue: object = None
@@ -174,11 +182,13 @@ class SnowplowMapping(Mapping):
         self.min_visit = _positive(settings, "ping_min_visit_seconds", config_path)
         self.media_id_field = str(settings["media_id_field"])
         retention = _positive(settings, "dedupe_retention_days", config_path)
+        if not isinstance(settings["dedupe_replay"], bool):
+            raise MappingConfigError(f"{config_path}.dedupe_replay", "expected true or false")
         store = settings["dedupe_store"]
         if store is not None and (not isinstance(store, str) or not store.strip()):
             raise MappingConfigError(f"{config_path}.dedupe_store", "expected a file path or null")
         try:
-            self.seen = SeenEvents(store, retention)
+            self.seen = SeenEvents(store, retention, replay=settings["dedupe_replay"])
         except (OSError, sqlite3.Error) as error:
             raise MappingConfigError(
                 f"{config_path}.dedupe_store", f"cannot open: {error}"
@@ -191,6 +201,8 @@ class SnowplowMapping(Mapping):
         #: The page key of each page view held until the flush, by event_id: a duplicate
         #: copy read before the flush may still replace it (``_prefer_earlier_copy``).
         self._held_views: dict[str, object] = {}
+        #: Set when the event being mapped was held for the flush (it is not skipped).
+        self._held_now = False
 
     # --- The seam --------------------------------------------------------------------
 
@@ -217,12 +229,17 @@ class SnowplowMapping(Mapping):
             if name == "page_view":
                 self._prefer_earlier_copy(event, event_id)
             return []
+        self._held_now = False
         try:
-            return self._dispatch(event, name)
+            given = self._dispatch(event, name)
         except MappingError:
             # Set aside, not delivered: a corrected copy of the row must not count as a duplicate.
             self.seen.forget(event_id)
             raise
+        if not given and not self._held_now:
+            # Skipped by design: not stored, so a run after a rule is added sends it.
+            self.seen.skip(event_id)
+        return given
 
     def _dispatch(self, event: SnowplowEvent, name: str) -> list[dict[str, t.Any]]:
         if name == "page_view":
@@ -246,8 +263,14 @@ class SnowplowMapping(Mapping):
         self._held_views.clear()
         for order_id, order in self._orders.items():
             interaction = self._checkout(order_id, order)
-            if interaction is not None:
-                held.append((interaction, order.source or {}))
+            if interaction is None:
+                for event_id in order.event_ids:
+                    self.seen.skip(event_id)
+                continue
+            source = order.source or {}
+            held.append((interaction, source))
+            if "event_id" in source:  # every row of the order shares the checkout's fate
+                self.seen.group(str(source["event_id"]), tuple(order.event_ids))
         self._orders.clear()
         return held
 
@@ -275,6 +298,27 @@ class SnowplowMapping(Mapping):
 
         """
         self.seen.commit(t.cast("int | None", token))  # what seal() returned, or None
+
+    def bind_environment(self, environment: str) -> None:
+        """Look up and store event ids of this Miso environment only.
+
+        Args:
+            environment: From ``catalog.hashes.environment_key``.
+
+        """
+        self.seen.set_environment(environment)
+
+    def refused(self, source: object) -> None:
+        """Do not store the id of an event whose interaction was set aside (any thread).
+
+        Args:
+            source: The source row, or its identifying columns.
+
+        """
+        if isinstance(source, dict):
+            event_id = SnowplowEvent(source).text("event_id")
+            if event_id is not None:
+                self.seen.refuse(event_id)
 
     def close(self) -> None:
         """Close the event id store."""
@@ -309,6 +353,7 @@ class SnowplowMapping(Mapping):
         event_id = event.text("event_id")
         if event_id is not None:
             self._held_views[event_id] = key
+        self._held_now = True
         return []
 
     def _prefer_earlier_copy(self, event: SnowplowEvent, event_id: str) -> None:
@@ -379,6 +424,9 @@ class SnowplowMapping(Mapping):
                 view["duration"] = duration
             given = [(view, page.source), *page.plugin_views]
         if given:
+            if view is not None and given is page.plugin_views and "event_id" in given[0][1]:
+                # The page view replaced by the plugin's product view shares its fate.
+                self.seen.group(str(given[0][1]["event_id"]), page.event_ids()[:2])
             if page.pings:
                 self.skipped["page_ping: added to its page view's duration"] += page.pings
             self._remember_closed(key, "page view already sent")
@@ -415,6 +463,8 @@ class SnowplowMapping(Mapping):
             order.common = common_fields(event)
             order.source = _identity(event.record)
             order.revenue = _number(event, "tr_total")
+            order.event_ids.append(str(event.text("event_id")))
+            self._held_now = True
             self.skipped["transaction: grouped into its order's checkout"] += 1
             return
         order_id, sku = event.text("ti_orderid"), event.text("ti_sku")
@@ -423,6 +473,8 @@ class SnowplowMapping(Mapping):
             raise MappingError(column, "missing on a transaction_item event")
         order = self._orders.setdefault(order_id, _HeldOrder())
         order.items.append((sku, _number(event, "ti_quantity") or 1))
+        order.event_ids.append(str(event.text("event_id")))
+        self._held_now = True
         if order.common is None:
             order.common = common_fields(event)
             order.source = _identity(event.record)
@@ -502,6 +554,7 @@ class SnowplowMapping(Mapping):
         if page is None:
             page = self._pages[key] = _HeldPage()
         page.plugin_views.append((interaction, _identity(event.record)))
+        self._held_now = True
         return []
 
     def _old_cart_event(
