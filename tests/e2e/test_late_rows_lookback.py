@@ -5,7 +5,9 @@ a row loaded after the bookmark passed its time (an offline device, a loader cat
 is behind ``WHERE collector_tstamp >= <bookmark>``. With ``state_lookback_seconds`` the
 target writes the bookmark moved back by the window, the next run re-reads the window, and
 the event-id store drops what was delivered: exactly the late rows arrive. Rows later than
-the window are not recovered, and without a lookback none are (the reported issue).
+the window are not recovered, and without a lookback none are (the reported issue). Where
+the events table has ``load_tstamp`` (RDB Loader 4.0.0 and later), replicating on it reads
+every late row with no lookback at all.
 """
 
 from __future__ import annotations
@@ -80,8 +82,16 @@ def _likes(offsets: list[int], first: int) -> list[samples.LogicalEvent]:
 class Pipeline:
     """tap-postgres | target-miso, run after run, each from the STATE the last one wrote."""
 
-    def __init__(self, tmp_path: Path, tap: Path, sandbox: Sandbox, lookback: float) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        tap: Path,
+        sandbox: Sandbox,
+        lookback: float,
+        key: str = "collector_tstamp",
+    ) -> None:
         self.tmp_path = tmp_path
+        self.key = key
         self.tap = tap
         self.tap_config = tmp_path / "tap.json"
         self.tap_config.write_text(
@@ -119,7 +129,7 @@ class Pipeline:
             if entry["breadcrumb"] == []:
                 entry["metadata"].update(
                     selected=True,
-                    **{"replication-method": "INCREMENTAL", "replication-key": "collector_tstamp"},
+                    **{"replication-method": "INCREMENTAL", "replication-key": self.key},
                 )
         return catalog
 
@@ -202,3 +212,39 @@ def test_without_a_lookback_late_rows_are_skipped(
 
     assert "records in: 1" in second, "only the boundary row the bookmark includes"
     assert len(sandbox.interactions) == delivered
+
+
+def test_replicating_on_load_tstamp_reads_every_late_row(
+    tmp_path: Path, tap: Path, snowplow_db: str, sandbox: Sandbox
+) -> None:
+    with psycopg.connect(snowplow_db) as conn:
+        # As RDB Loader 4.0.0+ loads it; the view is made again to pass the column through.
+        conn.execute("ALTER TABLE atomic.events ADD COLUMN load_tstamp timestamp")
+        conn.execute("UPDATE atomic.events SET load_tstamp = collector_tstamp + interval '5 s'")
+        # CREATE OR REPLACE VIEW cannot add a column before the view's own: drop it first.
+        conn.execute("DROP VIEW atomic.events_for_miso")
+        conn.commit()
+        create_view(conn, "atomic")
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'atomic' AND tablename = 'events'"
+        ).fetchall()
+    assert ("events_load_tstamp_miso",) in indexes
+    pipeline = Pipeline(tmp_path, tap, sandbox, lookback=0, key="load_tstamp")
+    pipeline.run()
+    delivered = len(sandbox.interactions)
+    assert delivered == len(samples.expected_interactions())
+    with psycopg.connect(snowplow_db) as conn:
+        late = _likes(LATE_IN_WINDOW, 100) + _likes(LATE_OUTSIDE, 200)
+        load_events(conn, "atomic", late, create=False)
+        # Loaded a day after the bookmark's events, whatever their collector_tstamp.
+        conn.execute("UPDATE atomic.events SET load_tstamp = '2024-05-02 10:00:00' "
+                     "WHERE load_tstamp IS NULL")  # fmt: skip
+        conn.commit()
+
+    second = pipeline.run()
+
+    assert _labels(sandbox.interactions[delivered:]) == [
+        "late-100", "late-101", "late-102", "late-200", "late-201",
+    ]  # fmt: skip
+    assert len(sandbox.interactions) == delivered + 5
+    assert "records in: 6" in second, "the boundary row and the five late ones"
