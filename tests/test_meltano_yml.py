@@ -67,3 +67,22 @@ def test_the_sandbox_command_starts_the_local_sandbox():
 def test_the_repeated_snowplow_mappings_stay_equal():
     mappings = target_miso()["config"]["mappings"]
     assert mappings["atomic-events*"] == mappings["snowplow_events"]
+    postgres = dict(mappings["atomic-events_for_miso"])
+    assert postgres.pop("state_lookback_seconds") == 86400
+    assert postgres == mappings["atomic-events*"]
+
+
+def test_only_the_collector_tstamp_stream_looks_back():
+    # tap-postgres replicates on collector_tstamp: late rows need the lookback. The others
+    # follow load order (load_tstamp, file modification time).
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    extractors = {p["name"]: p for p in project["plugins"]["extractors"]}
+    postgres = extractors["tap-postgres"]["metadata"]["atomic-events_for_miso"]
+    assert postgres["replication-key"] == "collector_tstamp"
+    assert extractors["tap-snowflake"]["metadata"]["atomic-events"]["replication-key"] == (
+        "load_tstamp"
+    )
+    assert extractors["tap-bigquery"]["config"]["streams"][0]["datetime_key"] == "load_tstamp"
+    mappings = target_miso()["config"]["mappings"]
+    assert "state_lookback_seconds" not in mappings["atomic-events*"]
+    assert "state_lookback_seconds" not in mappings["snowplow_events"]

@@ -6,7 +6,8 @@
 -- <schema>.events_for_miso: every column of <schema>.events plus `contexts` and
 -- `unstruct_event` as Snowplow's self-describing JSON envelopes, the "TSV-shaped" layout the
 -- Snowplow preset reads. Replicate the view with tap-postgres (stream `<schema>-events_for_miso`,
--- replication key collector_tstamp).
+-- replication key load_tstamp when <schema>.events has it, else collector_tstamp with a
+-- lookback: docs/snowplow.md, "Late rows").
 --
 -- It finds every shredded table of the schema (any table with root_id and schema_name
 -- columns), so re-run it after the loader creates a table for a new schema:
@@ -37,6 +38,13 @@ BEGIN
     IF to_regclass(format('%I.events', events_schema)) IS NOT NULL THEN
         EXECUTE format('CREATE INDEX IF NOT EXISTS events_collector_tstamp_miso ON %I.events (collector_tstamp)',
                        events_schema);
+        -- Loaders that fill load_tstamp (RDB Loader 4.0.0 and later) allow replicating on it.
+        IF EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_schema = events_schema AND table_name = 'events'
+                      AND column_name = 'load_tstamp') THEN
+            EXECUTE format('CREATE INDEX IF NOT EXISTS events_load_tstamp_miso ON %I.events (load_tstamp)',
+                           events_schema);
+        END IF;
     END IF;
     FOR shredded_table IN
         SELECT table_name FROM information_schema.columns

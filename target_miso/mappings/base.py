@@ -60,6 +60,9 @@ class Mapping:
     preset: t.ClassVar[str] = ""
     #: The options the preset reads (besides ``preset`` and ``kind``); others are refused.
     option_names: t.ClassVar[tuple[str, ...]] = ()
+    #: Seconds the stream's bookmark is moved back in every STATE the target writes, so
+    #: that the tap re-reads rows loaded late (``run/lookback.py``); 0: the tap's own.
+    state_lookback_seconds: float = 0
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from target_miso.mappings import MappingConfigError, build_mapping, entry_key
 from target_miso.miso.client import MisoAPIError, MisoClient
 from target_miso.miso.schema import InteractionValidator
 from target_miso.reader import line_text, stream_of
+from target_miso.run import lookback
 from target_miso.run.checkpoints import Checkpoint, CheckpointQueue
 from target_miso.run.delivery import Delivery
 from target_miso.run.graceful_stop import GracefulStop
@@ -304,10 +305,19 @@ class Run:
     def write_state(self, state: dict) -> None:
         """Write one STATE line to stdout (never cut by a forced stop).
 
+        Streams with a ``state_lookback_seconds`` get their bookmark moved back
+        (``lookback.py``).
+
         Args:
             state: The STATE value.
 
         """
+        lookbacks = {
+            stream: mapping.state_lookback_seconds
+            for stream, mapping in self.mappings.items()
+            if mapping.state_lookback_seconds
+        }
+        state = lookback.move_back(state, lookbacks)
         line = json.dumps(state, default=_state_default) + "\n"
         with self._output_lock:
             sys.stdout.write(line)

@@ -11,10 +11,11 @@ import os
 import signal
 import time
 
+import psycopg
 import pytest
 
 from target_miso import samples
-from tests.e2e.conftest import ROOT, Meltano
+from tests.e2e.conftest import ADMIN_DSN, ROOT, Meltano
 from tests.snowplow import postgres_loader
 
 pytestmark = pytest.mark.e2e
@@ -159,3 +160,51 @@ def test_partitioned_pipelines_run_in_parallel_with_their_own_state(
     assert shop.state(f"{STATE_ID}:shop")["singer_state"]["bookmarks"]
     assert blog.state(f"{STATE_ID}:blog")["singer_state"]["bookmarks"]
     assert not shop.state(STATE_ID), "each partition keeps its own bookmark"
+
+
+LOOKBACK_DATABASE = "target_miso_lookback_meltano_e2e"
+
+
+@pytest.fixture
+def lookback_db():
+    """A database of its own (other tests here drop and re-create theirs)."""
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {LOOKBACK_DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {LOOKBACK_DATABASE}")
+    with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={LOOKBACK_DATABASE}")) as conn:
+        yield conn
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {LOOKBACK_DATABASE} WITH (FORCE)")
+
+
+def test_the_shipped_lookback_reads_rows_loaded_behind_the_bookmark(
+    meltano_installed, tmp_path, lookback_db, sandbox
+):
+    events_db = lookback_db
+    # meltano.yml's own entry for the stream (rules and a one-day state_lookback_seconds);
+    # Meltano merges this over it, so only the event-id store moves to the test's directory.
+    mappings = {"atomic-events_for_miso": {"dedupe_store": str(tmp_path / "seen.sqlite")}}
+    meltano = Meltano(
+        tmp_path,
+        sandbox,
+        TARGET_MISO_MAPPINGS=json.dumps(mappings),
+        TAP_POSTGRES_DATABASE=LOOKBACK_DATABASE,
+    )
+    load(events_db, samples.sample_events(), create=True)
+    meltano("run", "tap-postgres", "target-miso")
+    delivered = len(sandbox.interactions)
+    bookmark = meltano.state()["singer_state"]["bookmarks"]["atomic-events_for_miso"]
+    assert bookmark["replication_key_value"] == "2024-04-30T10:04:00.500000+00:00"
+    assert bookmark["target_miso_lookback"]["seconds"] == 86400
+
+    # Loaded now, collected two hours before the bookmark (a device that was offline).
+    late = samples._event(
+        500, "event", -7200, se_category="product", se_action="like", se_label="late"
+    )
+    load(events_db, [samples.LogicalEvent(late)])
+    second = meltano("run", "tap-postgres", "target-miso")
+
+    new = sandbox.interactions[delivered:]
+    assert [(i["type"], i["product_ids"]) for i in new] == [("like", ["late"])]
+    assert "records in: 31" in second.stderr
+    assert meltano.state()["singer_state"]["bookmarks"]["atomic-events_for_miso"] == bookmark

@@ -478,6 +478,21 @@ def test_search_reads_both_key_spellings_and_turns_filters_into_lists():
         ({"dedupe_store": ""}, "mappings.atomic-events.dedupe_store", "file path or null"),
         ({"dedupe_replay": "yes"}, "mappings.atomic-events.dedupe_replay", "true or false"),
         (
+            {"state_lookback_seconds": -5},
+            "mappings.atomic-events.state_lookback_seconds",
+            "0 or more",
+        ),
+        (
+            {"state_lookback_seconds": 3600, "dedupe_store": None},
+            "mappings.atomic-events.state_lookback_seconds",
+            "needs a dedupe_store",
+        ),
+        (
+            {"state_lookback_seconds": 2 * 86_400, "dedupe_retention_days": 1},
+            "mappings.atomic-events.state_lookback_seconds",
+            "shorter than dedupe_retention_days",
+        ),
+        (
             {"page_rules": [{"pattern": "(", "type": "read"}]},
             "mappings.atomic-events.page_rules[0].pattern",
             "not a valid regular expression",

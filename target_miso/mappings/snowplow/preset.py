@@ -60,6 +60,7 @@ OPTIONS: dict[str, t.Any] = {
     "dedupe_store": DEFAULT_DEDUPE_STORE,
     "dedupe_retention_days": 30,
     "dedupe_replay": False,
+    "state_lookback_seconds": 0,
 }
 PRODUCT_VIEW_SOURCES = ("ecommerce", "page_rules", "both")
 #: How many closed page views are remembered to explain late pings in the run summary
@@ -187,6 +188,7 @@ class SnowplowMapping(Mapping):
         store = settings["dedupe_store"]
         if store is not None and (not isinstance(store, str) or not store.strip()):
             raise MappingConfigError(f"{config_path}.dedupe_store", "expected a file path or null")
+        self.state_lookback_seconds = _lookback(settings, retention, config_path)
         try:
             self.seen = SeenEvents(store, retention, replay=settings["dedupe_replay"])
         except (OSError, sqlite3.Error) as error:
@@ -693,3 +695,19 @@ def _positive(settings: dict[str, t.Any], name: str, config_path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise MappingConfigError(f"{config_path}.{name}", "expected a positive number")
     return value
+
+
+def _lookback(settings: dict[str, t.Any], retention_days: float, config_path: str) -> float:
+    # Re-reading a window on every run is safe only while the event-id store drops what
+    # was already delivered: it must persist across runs and outlive the window.
+    path = f"{config_path}.state_lookback_seconds"
+    value = settings["state_lookback_seconds"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise MappingConfigError(path, "expected a number of seconds, 0 or more")
+    if value >= retention_days * 86_400:
+        reason = "must be shorter than dedupe_retention_days, or re-read events are sent again"
+        raise MappingConfigError(path, reason)
+    if value and settings["dedupe_store"] is None:
+        reason = "needs a dedupe_store: without one, re-read events would be sent again"
+        raise MappingConfigError(path, reason)
+    return float(value)
