@@ -181,8 +181,10 @@ def test_late_rows_within_the_window_arrive_once_and_later_ones_are_not_recovere
     assert _labels(new) == ["late-100", "late-101", "late-102"]
     assert len(new) == 3, "nothing already delivered is sent again"
     # The window (the 30 events and the 3 late ones) was read again; the 09:00 rows were not.
+    # Of the 30, the 21 delivered are dropped as duplicates; the 9 skipped by design (pings,
+    # events without a rule) were not delivered, so they are mapped and skipped again.
     assert "records in: 33" in second
-    assert "30  snowplow: duplicate event_id" in second
+    assert "21  snowplow: duplicate event_id" in second
     assert pipeline.bookmark["replication_key_value"] == "2024-05-01T09:54:00.500000+00:00"
     # The tap hands back the kept value it was given (a run that reads nothing new must
     # not move the bookmark back once more: tests/run/test_lookback.py).
