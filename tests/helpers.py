@@ -159,3 +159,43 @@ def read_rejects(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+#: The real tap-postgres, as `meltano install` puts it (the tests that run it need that fixture).
+TAP_POSTGRES = ROOT / ".meltano/extractors/tap-postgres/venv/bin/tap-postgres"
+
+
+def tap_postgres_output(tmp_path: Path, settings: dict[str, t.Any]) -> str:
+    """Run the real tap-postgres: discover, select every table for FULL_TABLE, read them.
+
+    Args:
+        tmp_path: Where the tap's config and catalog files go.
+        settings: The tap's settings (host, database, filter_schemas, batch_config, ...).
+
+    Returns:
+        The tap's Singer output.
+    """
+    config = tmp_path / "tap.json"
+    config.write_text(json.dumps(settings))
+    discovered = subprocess.run(
+        [str(TAP_POSTGRES), "--config", str(config), "--discover"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    catalog = json.loads(discovered.stdout)
+    for stream in catalog["streams"]:
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"].update(selected=True, **{"replication-method": "FULL_TABLE"})
+    catalog_path = tmp_path / "catalog.json"
+    catalog_path.write_text(json.dumps(catalog))
+    read = subprocess.run(
+        [str(TAP_POSTGRES), "--config", str(config), "--catalog", str(catalog_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return read.stdout

@@ -6,24 +6,20 @@ singer-sdk taps send ACTIVATE_VERSION before a full-table stream's records (when
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import typing as t
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.helpers import run_target, write_config
+from tests.helpers import run_target, tap_postgres_output, write_config
 
 if t.TYPE_CHECKING:
     from target_miso.miso.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-TAP = ROOT / ".meltano/extractors/tap-postgres/venv/bin/tap-postgres"
 DATABASE = "target_miso_catalog_e2e"
 ADMIN_DSN = os.environ.get(
     "TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -76,36 +72,18 @@ def shop_db(meltano_installed: None) -> t.Iterator[psycopg.Connection]:
 
 def tap_output(tmp_path: Path) -> str:
     """Run tap-postgres: discover, select both tables for FULL_TABLE, read them."""
-    config = tmp_path / "tap.json"
-    config.write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "port": 5432,
-                "user": "postgres",
-                "password": os.environ.get("PGPASSWORD", "postgres"),
-                "database": DATABASE,
-                "filter_schemas": ["shop"],
-                "emit_activate_version_messages": True,
-            },
-        ),
+    return tap_postgres_output(
+        tmp_path,
+        {
+            "host": "127.0.0.1",
+            "port": 5432,
+            "user": "postgres",
+            "password": os.environ.get("PGPASSWORD", "postgres"),
+            "database": DATABASE,
+            "filter_schemas": ["shop"],
+            "emit_activate_version_messages": True,
+        },
     )
-    discovered = subprocess.run(
-        [str(TAP), "--config", str(config), "--discover"],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    catalog = json.loads(discovered.stdout)
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"].update(selected=True, **{"replication-method": "FULL_TABLE"})
-    catalog_path = tmp_path / "catalog.json"
-    catalog_path.write_text(json.dumps(catalog))
-    read = subprocess.run(
-        [str(TAP), "--config", str(config), "--catalog", str(catalog_path)],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    return read.stdout
 
 
 def expected_product(sku: int, price: float | None = None) -> dict[str, t.Any]:

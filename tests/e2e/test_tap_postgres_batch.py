@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import typing as t
 
 import psycopg
 import pytest
 
-from tests.catalog.test_catalog_tap_postgres import ADMIN_DSN, TAP
-from tests.helpers import run_target, write_config
+from tests.catalog.test_catalog_tap_postgres import ADMIN_DSN
+from tests.helpers import run_target, tap_postgres_output, write_config
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -59,40 +58,22 @@ def web_db(meltano_installed: None) -> t.Iterator[None]:
 
 
 def _tap_output(tmp_path: Path) -> str:
-    config = tmp_path / "tap.json"
-    config.write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "port": 5432,
-                "user": "postgres",
-                "password": os.environ.get("PGPASSWORD", "postgres"),
-                "database": DATABASE,
-                "filter_schemas": ["web"],
-                "batch_config": {
-                    "encoding": {"format": "jsonl", "compression": "gzip"},
-                    "storage": {"root": (tmp_path / "batches").as_uri(), "prefix": "web-"},
-                    "batch_size": 1000,
-                },
+    return tap_postgres_output(
+        tmp_path,
+        {
+            "host": "127.0.0.1",
+            "port": 5432,
+            "user": "postgres",
+            "password": os.environ.get("PGPASSWORD", "postgres"),
+            "database": DATABASE,
+            "filter_schemas": ["web"],
+            "batch_config": {
+                "encoding": {"format": "jsonl", "compression": "gzip"},
+                "storage": {"root": (tmp_path / "batches").as_uri(), "prefix": "web-"},
+                "batch_size": 1000,
             },
-        ),
+        },
     )
-    discovered = subprocess.run(
-        [str(TAP), "--config", str(config), "--discover"],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    catalog = json.loads(discovered.stdout)
-    for stream in catalog["streams"]:
-        for entry in stream["metadata"]:
-            if entry["breadcrumb"] == []:
-                entry["metadata"].update(selected=True, **{"replication-method": "FULL_TABLE"})
-    catalog_path = tmp_path / "catalog.json"
-    catalog_path.write_text(json.dumps(catalog))
-    read = subprocess.run(
-        [str(TAP), "--config", str(config), "--catalog", str(catalog_path)],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    return read.stdout
 
 
 def test_every_row_of_a_batch_mode_tap_arrives(
