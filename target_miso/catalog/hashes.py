@@ -15,8 +15,9 @@ be rewritten at every checkpoint. Losing the file is safe: every record is sent 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from pathlib import Path
+
+from target_miso.sqlite_store import open_store
 
 
 def environment_key(api_url: str, api_key: str) -> str:
@@ -48,13 +49,7 @@ class CatalogHashes:
             environment: From ``environment_key``.
 
         """
-        self.path = Path(path) if path is not None else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Partitioned pipelines may share the file: wait for each other's writes.
-        self._db = sqlite3.connect(str(self.path or ":memory:"), timeout=60)
-        if self.path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
+        self.path, self._db = open_store(path)  # shared by partitioned pipelines
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS catalog_hashes (environment TEXT NOT NULL, "
             "kind TEXT NOT NULL, id TEXT NOT NULL, hash TEXT NOT NULL, "

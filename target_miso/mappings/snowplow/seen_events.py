@@ -17,10 +17,11 @@ than the retention are forgotten.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from target_miso.sqlite_store import open_store
 
 _DAY = 86_400
 _LOGGER = logging.getLogger("target-miso")
@@ -48,13 +49,7 @@ class SeenEvents:
                 store what this run delivers).
 
         """
-        self.path = Path(path) if path is not None else None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Two partitioned pipelines may share the file: wait for each other's writes.
-        self._db = sqlite3.connect(str(self.path or ":memory:"), timeout=60)
-        if self.path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
+        self.path, self._db = open_store(path)  # shared by partitioned pipelines
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS delivered_events (environment TEXT NOT NULL, "
             "event_id TEXT NOT NULL, seen_day INTEGER NOT NULL, "
