@@ -14,16 +14,14 @@ import psycopg
 import pytest
 
 from tests.helpers import run_target, tap_postgres_output, write_config
+from tests.postgres import connection_settings, database_name, fresh_database
 
 if t.TYPE_CHECKING:
     from target_miso.miso.sandbox import Sandbox
 
 pytestmark = pytest.mark.e2e
 
-DATABASE = "target_miso_catalog_e2e"
-ADMIN_DSN = os.environ.get(
-    "TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
-)
+DATABASE = database_name("target_miso_catalog_e2e")
 MAPPINGS = {
     "shop-products": {
         "kind": "products",
@@ -47,10 +45,7 @@ MAPPINGS = {
 @pytest.fixture
 def shop_db(meltano_installed: None) -> t.Iterator[psycopg.Connection]:
     """A fresh database with shop.products (10 rows) and shop.customers (3 rows)."""
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={DATABASE}")) as conn:
+    with fresh_database(DATABASE) as conn:
         conn.execute(
             """
             CREATE SCHEMA shop;
@@ -66,8 +61,6 @@ def shop_db(meltano_installed: None) -> t.Iterator[psycopg.Connection]:
         )
         conn.commit()
         yield conn
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 def tap_output(tmp_path: Path) -> str:
@@ -75,11 +68,8 @@ def tap_output(tmp_path: Path) -> str:
     return tap_postgres_output(
         tmp_path,
         {
-            "host": "127.0.0.1",
-            "port": 5432,
-            "user": "postgres",
+            **connection_settings(DATABASE),
             "password": os.environ.get("PGPASSWORD", "postgres"),
-            "database": DATABASE,
             "filter_schemas": ["shop"],
             "emit_activate_version_messages": True,
         },

@@ -14,11 +14,9 @@ import pytest
 from target_miso import samples
 from target_miso.miso.sandbox import Sandbox
 from tests.helpers import API_KEY, MELTANO, ROOT
+from tests.postgres import database_name, fresh_database
 
-DATABASE = "target_miso_e2e"
-ADMIN_DSN = os.environ.get(
-    "TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
-)
+DATABASE = database_name("target_miso_e2e")
 
 pytestmark = pytest.mark.e2e
 
@@ -109,11 +107,5 @@ def events_db() -> t.Iterator[psycopg.Connection]:
 
     The tables are made by the test.
     """
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    dsn = ADMIN_DSN.replace("dbname=test", f"dbname={DATABASE}")
-    with psycopg.connect(dsn) as conn:
+    with fresh_database(DATABASE) as conn:
         yield conn
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")

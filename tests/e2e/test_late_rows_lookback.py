@@ -23,7 +23,8 @@ import pytest
 
 from target_miso import samples
 from tests.helpers import run_target, write_config
-from tests.snowplow.postgres_loader import PG_DSN, create_view, load_events
+from tests.postgres import connection_settings, database_name, dsn_for, fresh_database
+from tests.snowplow.postgres_loader import create_view, load_events
 
 if t.TYPE_CHECKING:
     from target_miso.miso.sandbox import Sandbox
@@ -31,7 +32,7 @@ if t.TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-DATABASE = "target_miso_late_rows_e2e"
+DATABASE = database_name("target_miso_late_rows_e2e")
 STREAM = "atomic-events_for_miso"
 WINDOW = 600  # seconds
 # The sample events are collected from 10:00:00.5 to 10:04:00.5 (the first bookmark).
@@ -55,16 +56,11 @@ def tap(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture
 def snowplow_db() -> t.Iterator[str]:
     """A fresh database with the sample events in the Postgres loader's layout, and the view."""
-    with psycopg.connect(PG_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    dsn = PG_DSN.replace("dbname=test", f"dbname={DATABASE}")
-    with psycopg.connect(dsn) as conn:
+    with fresh_database(DATABASE) as conn:
         load_events(conn, "atomic", samples.sample_events(), create=True)
         create_view(conn, "atomic")
-    yield dsn
-    with psycopg.connect(PG_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        conn.commit()
+        yield dsn_for(DATABASE)
 
 
 def _likes(offsets: list[int], first: int) -> list[samples.LogicalEvent]:
@@ -97,11 +93,8 @@ class Pipeline:
         self.tap_config.write_text(
             json.dumps(
                 {
-                    "host": "127.0.0.1",
-                    "port": 5432,
-                    "user": "postgres",
+                    **connection_settings(DATABASE),
                     "password": os.environ.get("PGPASSWORD", "postgres"),
-                    "database": DATABASE,
                     "filter_schemas": ["atomic"],
                 },
             ),

@@ -11,11 +11,11 @@ import os
 import signal
 import time
 
-import psycopg
 import pytest
 
 from target_miso import samples
-from tests.e2e.conftest import ADMIN_DSN, ROOT, Meltano
+from tests.e2e.conftest import ROOT, Meltano
+from tests.postgres import database_name, fresh_database
 from tests.snowplow import postgres_loader
 
 pytestmark = pytest.mark.e2e
@@ -164,19 +164,14 @@ def test_partitioned_pipelines_run_in_parallel_with_their_own_state(
     assert not shop.state(STATE_ID), "each partition keeps its own bookmark"
 
 
-LOOKBACK_DATABASE = "target_miso_lookback_meltano_e2e"
+LOOKBACK_DATABASE = database_name("target_miso_lookback_meltano_e2e")
 
 
 @pytest.fixture
 def lookback_db():
     """A database of its own (other tests here drop and re-create theirs)."""
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {LOOKBACK_DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {LOOKBACK_DATABASE}")
-    with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={LOOKBACK_DATABASE}")) as conn:
+    with fresh_database(LOOKBACK_DATABASE) as conn:
         yield conn
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {LOOKBACK_DATABASE} WITH (FORCE)")
 
 
 def test_the_shipped_lookback_reads_rows_loaded_behind_the_bookmark(

@@ -10,11 +10,10 @@ import json
 import os
 import typing as t
 
-import psycopg
 import pytest
 
-from tests.catalog.test_catalog_tap_postgres import ADMIN_DSN
 from tests.helpers import run_target, tap_postgres_output, write_config
+from tests.postgres import connection_settings, database_name, fresh_database
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -23,17 +22,14 @@ if t.TYPE_CHECKING:
 
 pytestmark = pytest.mark.e2e
 
-DATABASE = "target_miso_batch_e2e"
+DATABASE = database_name("target_miso_batch_e2e")
 ROWS = 3000
 
 
 @pytest.fixture
 def web_db(meltano_installed: None) -> t.Iterator[None]:
     """A fresh database with web.events: interaction-shaped rows."""
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-    with psycopg.connect(ADMIN_DSN.replace("dbname=test", f"dbname={DATABASE}")) as conn:
+    with fresh_database(DATABASE) as conn:
         conn.execute(
             """
             CREATE SCHEMA web;
@@ -52,20 +48,15 @@ def web_db(meltano_installed: None) -> t.Iterator[None]:
             (ROWS - 1,),
         )
         conn.commit()
-    yield
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        yield
 
 
 def _tap_output(tmp_path: Path) -> str:
     return tap_postgres_output(
         tmp_path,
         {
-            "host": "127.0.0.1",
-            "port": 5432,
-            "user": "postgres",
+            **connection_settings(DATABASE),
             "password": os.environ.get("PGPASSWORD", "postgres"),
-            "database": DATABASE,
             "filter_schemas": ["web"],
             "batch_config": {
                 "encoding": {"format": "jsonl", "compression": "gzip"},

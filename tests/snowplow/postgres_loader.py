@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import typing as t
 
 import psycopg
@@ -10,8 +9,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from target_miso import samples
+from tests.postgres import ADMIN_DSN
 
-PG_DSN = os.environ.get("TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+PG_DSN = ADMIN_DSN
 VIEW_SQL = samples.__file__.rsplit("/", 2)[0] + "/sql/snowplow/postgres_events_view.sql"
 _BOOLEANS = frozenset(
     {c for c in samples.ATOMIC_COLUMNS if c.startswith("br_features_")}

@@ -1,0 +1,61 @@
+"""The Postgres the tests use, and fresh databases of their own.
+
+``TARGET_MISO_TEST_PG`` names the server and a database that exists (default: the machine's
+``test`` database under trust auth). ``TARGET_MISO_TEST_DB_SUFFIX`` is appended to every database
+the tests create, so two checkouts can run their Postgres tests at once without dropping each
+other's databases (point ``TARGET_MISO_TEST_PG`` at a database of each checkout's own as well:
+the view tests make schemas in it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import typing as t
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ADMIN_DSN = os.environ.get(
+    "TARGET_MISO_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
+_SUFFIX = os.environ.get("TARGET_MISO_TEST_DB_SUFFIX", "")
+
+
+def database_name(base: str) -> str:
+    """The name a test's own database gets in this checkout."""
+    return f"{base}{_SUFFIX}"
+
+
+def dsn_for(database: str) -> str:
+    """ADMIN_DSN's server and user, connected to ``database``."""
+    return make_conninfo(ADMIN_DSN, dbname=database)
+
+
+def connection_settings(database: str) -> dict[str, t.Any]:
+    """tap-postgres's host/port/user/database settings for ``database`` on the test server."""
+    params = conninfo_to_dict(ADMIN_DSN)
+    return {
+        "host": params.get("host", "127.0.0.1"),
+        "port": int(params.get("port", 5432)),
+        "user": params.get("user", "postgres"),
+        "database": database,
+    }
+
+
+def _drop(database: str) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def fresh_database(database: str) -> t.Iterator[psycopg.Connection]:
+    """Drop and create ``database``, yield a connection to it, drop it afterwards."""
+    _drop(database)
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    try:
+        with psycopg.connect(dsn_for(database)) as conn:
+            yield conn
+    finally:
+        _drop(database)
