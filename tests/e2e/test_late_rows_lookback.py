@@ -22,9 +22,9 @@ import psycopg
 import pytest
 
 from target_miso import samples
+from target_miso.sample_postgres import create_view, load_events
 from tests.helpers import run_target, write_config
 from tests.postgres import connection_settings, database_name, dsn_for, fresh_database
-from tests.snowplow.postgres_loader import create_view, load_events
 
 if t.TYPE_CHECKING:
     from target_miso.miso.sandbox import Sandbox

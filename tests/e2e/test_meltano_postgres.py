@@ -13,10 +13,9 @@ import time
 
 import pytest
 
-from target_miso import samples
+from target_miso import sample_postgres, samples
 from tests.e2e.conftest import ROOT, Meltano
 from tests.postgres import database_name, fresh_database
-from tests.snowplow import postgres_loader
 
 pytestmark = pytest.mark.e2e
 STATE_ID = "dev:tap-postgres-to-target-miso"
@@ -27,9 +26,9 @@ def by_time(interactions):
 
 
 def load(conn, events, *, create=False):
-    postgres_loader.load_events(conn, "atomic", events, create=create)
+    sample_postgres.load_events(conn, "atomic", events, create=create)
     if create:
-        postgres_loader.create_view(conn, "atomic")
+        sample_postgres.create_view(conn, "atomic")
 
 
 def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db, sandbox):

@@ -6,9 +6,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from target_miso import samples
+from target_miso import sample_postgres, samples
 from target_miso.mappings import build_mapping
-from tests.snowplow import postgres_loader
+from tests.postgres import ADMIN_DSN
 
 SCHEMA = "miso_test_shredded"
 
@@ -16,7 +16,7 @@ SCHEMA = "miso_test_shredded"
 @pytest.fixture
 def conn():
     try:
-        connection = psycopg.connect(postgres_loader.PG_DSN, connect_timeout=5)
+        connection = psycopg.connect(ADMIN_DSN, connect_timeout=5)
     except psycopg.OperationalError as error:
         pytest.fail(f"PostgreSQL is needed on 127.0.0.1:5432 (see README): {error}")
     yield connection
@@ -27,8 +27,8 @@ def conn():
 
 
 def test_view_rows_map_to_exactly_the_expected_interactions(conn):
-    postgres_loader.load_events(conn, SCHEMA, samples.sample_events(), create=True)
-    postgres_loader.create_view(conn, SCHEMA)
+    sample_postgres.load_events(conn, SCHEMA, samples.sample_events(), create=True)
+    sample_postgres.create_view(conn, SCHEMA)
 
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         cur.execute(
@@ -52,8 +52,8 @@ def test_view_rows_map_to_exactly_the_expected_interactions(conn):
 
 def test_view_envelopes_carry_the_event_and_its_entities(conn):
     events = samples.sample_events()
-    postgres_loader.load_events(conn, SCHEMA, events, create=True)
-    postgres_loader.create_view(conn, SCHEMA)
+    sample_postgres.load_events(conn, SCHEMA, events, create=True)
+    sample_postgres.create_view(conn, SCHEMA)
 
     with conn.cursor() as cur:
         cur.execute(
@@ -70,14 +70,14 @@ def test_view_envelopes_carry_the_event_and_its_entities(conn):
 
 
 def test_view_without_shredded_tables_still_works(conn):
-    postgres_loader.load_events(conn, SCHEMA, [samples.sample_events()[9]], create=True)
+    sample_postgres.load_events(conn, SCHEMA, [samples.sample_events()[9]], create=True)
     with conn.cursor() as cur:
         cur.execute(
             f"DROP TABLE {SCHEMA}.com_snowplowanalytics_snowplow_web_page_1, "
             f"{SCHEMA}.com_snowplowanalytics_snowplow_ua_parser_context_1"
         )
     conn.commit()
-    postgres_loader.create_view(conn, SCHEMA)
+    sample_postgres.create_view(conn, SCHEMA)
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("SELECT count(*), count(contexts) FROM {}.events_for_miso").format(
