@@ -173,6 +173,8 @@ class Sampler:
     def _role(self, pid: int, parents: dict[int, int]) -> str | None:
         if pid in self.seen:
             return self.seen[pid][0]
+        if pid == self.root:
+            return "root"
         command = _cmdline(pid)
         if command.startswith("postgres: ") and self.backend in command:
             return "postgres"
@@ -595,8 +597,9 @@ def _print_row(configuration: Configuration, step: str, measured: Measured, rows
     if step in ("meltano", "faults"):  # Meltano itself: start-up, relaying every line
         parts = measured.parts
         own = measured.cpu - sum(parts.get(role, (0.0, 0.0))[0] for role in ("tap", "target"))
+        rss = parts.get("root", (0.0, 0.0))[1]
         print(f"{'':<24} {'  - meltano (the rest)':<22} {'':>8} {'':>7} {own:>6.1f} "
-              f"{own / rows * 1e6:>10.0f}")  # fmt: skip
+              f"{own / rows * 1e6:>10.0f} {rss:>11.0f}")  # fmt: skip
     for role in ("tap", "target", "postgres"):
         if role in measured.parts and (step in ("meltano", "faults") or role == "postgres"):
             seconds, rss = measured.parts[role]
@@ -636,7 +639,10 @@ def _print_ratios(results: list[tuple[Configuration, str, Measured]], rows: int)
     peaks = [
         rss
         for _, step, m in results
-        for rss in [m.rss_mb if step != "meltano" else 0, *(p[1] for r, p in m.parts.items()
-                                                            if r != "postgres")]
+        for rss in [m.rss_mb if step in ("tap", "target") else 0,
+                    *(p[1] for r, p in m.parts.items() if r not in ("postgres", "root"))]
     ]  # fmt: skip
     print(f"largest peak RSS of a tap or target process: {max(peaks):.0f} MB (goal <= 150 MB)")
+    meltano = [m.parts["root"][1] for _, step, m in results if "root" in m.parts]
+    if meltano:
+        print(f"largest peak RSS of meltano itself: {max(meltano):.0f} MB")
