@@ -288,8 +288,8 @@ class SegmentMapping(Mapping):
             product_ids: object = product_id
             quantities: object = record.get("quantity")
         else:
-            products = _products(record.get("products"))
-            product_ids = [self._product_id(p, i) for i, p in enumerate(products)]
+            products = self._identified(event, _products(record.get("products")))
+            product_ids = [_first(p, *self.product_id_keys) for p in products]
             product_ids = product_ids or record.get("asset_id")
             quantities = [p.get("quantity") or 1 for p in products]
         fields: dict[str, object] = {
@@ -308,12 +308,15 @@ class SegmentMapping(Mapping):
             return None
         return interaction_type, fields
 
-    def _product_id(self, product: dict[str, t.Any], index: int) -> object:
-        found = _first(product, *self.product_id_keys)
-        if found is None:
+    def _identified(self, event: str, products: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+        # The Spec makes every product key optional; a product that names no id is left out
+        # (Miso needs the id) and counted, so a key this preset does not read shows up.
+        kept = [p for p in products if _first(p, *self.product_id_keys) is not None]
+        left_out = len(products) - len(kept)
+        if left_out:
             keys = ", ".join(self.product_id_keys)
-            raise MappingError(f"products[{index}]", f"no product id (none of: {keys})")
-        return found
+            self.skipped[f"segment: {event} product without {keys} (left out)"] += left_out
+        return kept
 
     def _page(self, record: dict[str, t.Any]) -> tuple[str, dict[str, object]] | None:
         url = record.get("url") or record.get("context_page_url")
