@@ -153,6 +153,18 @@ def _custom(**options: object) -> dict:
             id="segment-unknown-option",
         ),
         pytest.param(
+            {STREAM: {"preset": "segment", "product_id_keys": []}},
+            f"{PATH}.product_id_keys",
+            "expected a list of keys, best first",
+            id="segment-no-product-id-keys",
+        ),
+        pytest.param(
+            {STREAM: {"preset": "segment", "v1_aliases": "yes"}},
+            f"{PATH}.v1_aliases",
+            "expected true or false",
+            id="segment-v1-aliases-not-boolean",
+        ),
+        pytest.param(
             {STREAM: {"preset": "ga4", "video_events": ["video_end"]}},
             f"{PATH}.video_events",
             "expected a list of GA4 video events",
