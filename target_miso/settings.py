@@ -123,6 +123,17 @@ SETTINGS_SCHEMA: dict = th.PropertiesList(
         "across runs. Checked at start-up: a path that cannot be written stops the run.",
     ),
     th.Property(
+        "resend_guard_store",
+        th.StringType(nullable=True),
+        default=".target-miso/resend-guard.sqlite",
+        title="Resend guard store",
+        description="SQLite file (relative to the working directory; Meltano runs in the "
+        "project root) of the interactions Miso accepted that no saved STATE covers yet. A "
+        "run stopped (SIGTERM, kill -9, a failure) leaves them there, and the next run does "
+        "not send them again when the tap re-reads them, whatever the preset. Keep it on a "
+        "persistent volume beside the rejects file; null keeps nothing between runs.",
+    ),
+    th.Property(
         "max_rejects",
         th.IntegerType(nullable=True),
         default=10_000,

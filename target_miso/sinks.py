@@ -270,6 +270,8 @@ class InteractionsSink(BatchSink):
         encoded = self.encode_or_set_aside(interaction, source)
         if encoded is None:
             return
+        if run.resend_guard.delivered_before(self.stream_name, encoded, run.checkpoints_taken):
+            return
         batch = self._batch
         if batch.records and batch.size_bytes + len(encoded) + 1 > self._max_bytes:
             self._seal()
@@ -338,4 +340,9 @@ class InteractionsSink(BatchSink):
 
     def _new_batch(self) -> Batch:
         # Catalog streams override this: another endpoint, and a hook for accepted records.
-        return Batch(self.stream_name)
+        batch = Batch(self.stream_name)
+        run = self.run
+        batch.on_stored = run.resend_guard.stored_callback(
+            self.stream_name, batch.records, run.checkpoints_taken
+        )
+        return batch

@@ -37,6 +37,7 @@ class Meltano:
             TARGET_MISO_API_KEY=API_KEY,
             TARGET_MISO_API_URL=sandbox.url,
             TARGET_MISO_REJECTS_PATH=str(tmp_path / "rejects.jsonl"),
+            TARGET_MISO_RESEND_GUARD_STORE=str(tmp_path / "resend-guard.sqlite"),
             TARGET_MISO_RETRY_INITIAL_DELAY="0.01",
             TARGET_MISO_RETRY_MAX_DELAY="0.1",
             TARGET_MISO_MAX_REQUESTS_PER_SECOND="0",
