@@ -15,12 +15,15 @@ next to each case:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 from psycopg import sql
 
 from target_miso import samples
 from target_miso.mappings import MappingConfigError, build_mapping
+from target_miso.mappings.snowplow.preset import OPTIONS
 from tests.helpers import read_rejects, run_target, write_config
 from tests.snowplow import postgres_loader
 from tests.snowplow.test_layouts import STREAM, singer_lines
@@ -313,3 +316,25 @@ def test_resent_page_views_and_late_pings_in_the_run_summary(sandbox, tmp_path):
     assert "        1  snowplow: duplicate page view (same web_page id)\n" in run.stderr
     assert "        1  page_ping: another domain_sessionid than its page view\n" in run.stderr
     assert "        2  page_ping: added to its page view's duration\n" in run.stderr
+
+
+# --- The options are documented ------------------------------------------------------------
+
+
+def test_every_option_is_in_the_docs_table_with_its_default():
+    docs = (Path(__file__).parents[2] / "docs" / "snowplow.md").read_text()
+    section = docs.split("## Options", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("`"):
+            table[cells[0].strip("`")] = cells[1].strip("`")
+
+    def shown(value):
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    assert table == {name: shown(default) for name, default in OPTIONS.items()}
