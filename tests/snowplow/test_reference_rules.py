@@ -123,7 +123,7 @@ def test_the_ecommerce_user_entity_gives_user_id_in_the_postgres_loader_layout()
 
 @pytest.mark.parametrize("is_guest", ["true", "t", "1", 1])
 def test_is_guest_read_as_text_or_a_number_still_means_a_guest(is_guest):
-    # A Redshift shredded boolean read back as text, or a loader that wrote 1.
+    # A boolean column that a tap turned into text, or a loader that wrote 1.
     (interaction,) = run_all(mapping(), samples.render_bigquery([cart(1, {"id": "g-1"})]))
     assert interaction["user_id"] == "g-1"
     guest = samples.render_bigquery([cart(1, {"id": "g-1", "is_guest": is_guest})])

@@ -27,7 +27,7 @@ if t.TYPE_CHECKING:
 CLIENT_SESSION = "com_snowplowanalytics_snowplow_client_session"
 #: The e-commerce plugin's user entity (``setEcommerceUser``): ``id``, ``is_guest``, ``email``.
 ECOMMERCE_USER = "com_snowplowanalytics_snowplow_ecommerce_user"
-_TRUE_TEXTS = frozenset({"true", "t", "1", "yes"})
+_TRUE_TEXTS = frozenset({"true", "t", "1"})
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CAMPAIGN = (("name", "mkt_campaign"), ("source", "mkt_source"), ("medium", "mkt_medium"),
              ("term", "mkt_term"), ("content", "mkt_content"))  # fmt: skip
@@ -112,7 +112,7 @@ def ecommerce_user_id(event: SnowplowEvent) -> str | None:
 
 
 def _is_true(value: object) -> bool:
-    # JSON gives a boolean; a Redshift shredded column read as text gives "true"/"t"/"1".
+    # JSON gives a boolean; a boolean column that a tap turned into text gives "true", "t", "1".
     if isinstance(value, str):
         return value.strip().lower() in _TRUE_TEXTS
     return value is True or (isinstance(value, (int, float)) and value == 1)
