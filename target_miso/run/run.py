@@ -208,6 +208,8 @@ class Run:
             stage: ``mapping``, ``validation`` or ``miso``.
 
         """
+        if self.catalogs.rejected_before(stream, reasons, source, interaction):
+            return  # a catalog row an earlier run set aside unchanged: counted, not rewritten
         self.rejects.add(
             stream=stream,
             reasons=reasons,

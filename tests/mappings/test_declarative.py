@@ -187,6 +187,29 @@ def test_lists_from_a_column_json_text_and_split_paths() -> None:
     ]
 
 
+def test_json_true_parses_text_only_where_it_is_asked() -> None:
+    mappings = {
+        "s": {
+            "preset": "custom",
+            "type": "home_page_view",
+            "fields": {
+                "anonymous_id": "visitor",
+                "context.custom_context.meta": {"column": "meta", "json": True},
+                "context.custom_context.raw": "meta",
+            },
+        },
+    }
+    mapping = build_mapping("s", mappings)
+    (interaction,) = mapping.map({"visitor": "v", "meta": '{"ab": [1, 2]}'})
+    assert interaction["context"]["custom_context"] == {
+        "meta": {"ab": [1, 2]},
+        "raw": '{"ab": [1, 2]}',
+    }
+    with pytest.raises(MappingError) as raised:
+        mapping.map({"visitor": "v", "meta": "oops"})
+    assert str(raised.value) == "context.custom_context.meta: 'oops' is not valid JSON"
+
+
 def test_whole_context_object_is_refined_by_specific_paths_and_not_mutated() -> None:
     mapping = build_mapping(
         "s",

@@ -50,7 +50,7 @@ _TEXT_FIELDS = frozenset(
 )  # fmt: skip
 _EPOCH_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
 _SOURCE_KEYS = ("column", "expr", "const")
-_MODIFIERS = ("key", "split", "epoch", "default")
+_MODIFIERS = ("key", "split", "epoch", "default", "json")
 
 
 def check_field_path(field_path: str, setting_path: str) -> str:
@@ -94,8 +94,9 @@ class ValueSpec:
     number or boolean constant, or an object with one of ``column``/``expr``/``const`` and
     the optional modifiers ``key`` (take this key, dotted for nesting, from each object of
     a list), ``split`` (cut a string into a list), ``epoch`` (``s``/``ms``/``us``: a number
-    of seconds, milliseconds or microseconds since 1970) and ``default`` (used when the
-    value is null or empty).
+    of seconds, milliseconds or microseconds since 1970), ``default`` (used when the
+    value is null or empty) and ``json`` (``true``: text is parsed as JSON; otherwise text
+    stays text where a field takes any value, as custom attributes do).
     """
 
     def __init__(self, setting: object, path: str) -> None:
@@ -117,6 +118,7 @@ class ValueSpec:
         self.split: str | None = None
         self.epoch: int | None = None
         self.default: object = None
+        self.json = False
         if isinstance(setting, str):
             self.expression = Expression(setting, path)
         elif isinstance(setting, (bool, int, float)):
@@ -159,6 +161,7 @@ class ValueSpec:
                 raise MappingConfigError(f"{path}.epoch", "expected one of s, ms, us")
             self.epoch = _EPOCH_UNITS[setting["epoch"]]
         self.default = setting.get("default")
+        self.json = _flag(setting, "json", path)
 
     @property
     def columns(self) -> frozenset[str]:
@@ -192,6 +195,13 @@ class ValueSpec:
             value = self.default
         if value is None:
             return None
+        if self.json and isinstance(value, str):
+            try:
+                value = parse_json_text(value)
+            except ValueError as error:
+                raise MappingError(field, str(error)) from None
+            if value is None:
+                return None
         if self.epoch is not None:
             value = _from_epoch(value, self.epoch, field)
         if self.split is not None and isinstance(value, str):
@@ -199,6 +209,13 @@ class ValueSpec:
         if self.key is not None:
             value = _pluck(value, self.key, field)
         return value
+
+
+def _flag(setting: dict[str, t.Any], name: str, path: str) -> bool:
+    value = setting.get(name, False)
+    if not isinstance(value, bool):
+        raise MappingConfigError(f"{path}.{name}", "expected true or false")
+    return value
 
 
 def _from_epoch(value: object, per_second: int, field: str) -> dt.datetime:
