@@ -18,31 +18,11 @@ import time
 import pytest
 
 from tests.e2e.conftest import Meltano
+from tests.postgres import create_web_events
 
 pytestmark = pytest.mark.e2e
 ROWS = 20_000
 STREAM = "web-events"
-
-
-def _load(conn) -> None:
-    conn.execute(
-        """
-        CREATE SCHEMA web;
-        CREATE TABLE web.events (seq integer PRIMARY KEY, type text, user_id text,
-            "timestamp" timestamptz, product_ids text[]);
-        """,
-    )
-    conn.execute(
-        """
-        INSERT INTO web.events
-            SELECT i, 'product_detail_page_view', 'user-' || (i %% 97),
-                   timestamptz '2024-05-01 00:00:00+00' + i * interval '1 second',
-                   ARRAY['sku-' || i]
-            FROM generate_series(1, %s) AS i
-        """,
-        (ROWS,),
-    )
-    conn.commit()
 
 
 def _meltano(tmp_path, sandbox) -> Meltano:
@@ -65,7 +45,7 @@ def _meltano(tmp_path, sandbox) -> Meltano:
 def test_a_sigterm_run_then_a_rerun_delivers_every_row_once(
     meltano_installed, events_db, tmp_path, sandbox_factory, stopped
 ):
-    _load(events_db)
+    create_web_events(events_db, 1, ROWS)
     sandbox = sandbox_factory(latency_ms=300)  # the tap reads far ahead of delivery
     meltano = _meltano(tmp_path, sandbox)
     running = meltano.popen("run", "tap-postgres", "target-miso")
