@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import re
 import typing as t
 
-from target_miso.miso.schema import ALL_FIELDS, STRUCTURED_FIELDS
+from target_miso.miso.schema import ALL_FIELDS, STRUCTURED_FIELDS, not_finite
 
 _UTC = dt.timezone.utc
 # Already what Miso wants (the common case when a source is re-read): no parsing needed.
@@ -93,19 +94,27 @@ def to_number(value: object) -> int | float:
         ValueError: If the value is not numeric.
 
     """
-    if type(value) is int or type(value) is float:
+    if type(value) is int:
+        return value
+    if type(value) is float:
+        if not math.isfinite(value):  # float('nan') in an expression, or '1e999'
+            raise ValueError(not_finite(value))
         return value
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
-            msg = f"{value} is not a finite number"
-            raise ValueError(msg)
+            raise ValueError(not_finite(value))
         exponent = t.cast("int", value.as_tuple().exponent)  # an int for finite values
         return int(value) if value == value.to_integral_value() and exponent >= 0 else float(value)
     if isinstance(value, str):
         try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
+            number = float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
-            pass
+            try:  # 'NaN', 'Infinity': numbers JSON cannot carry, and said so
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is not None:
+            return to_number(number)
     msg = f"{value!r} is not a number"
     raise ValueError(msg)
 
