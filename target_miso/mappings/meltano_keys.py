@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import typing as t
 
 from target_miso.mappings.base import MappingConfigError
@@ -132,18 +133,48 @@ def check_env_mappings(
 def _lost_key(given: object, received: object, path: str) -> tuple[str, str] | None:
     if isinstance(given, dict):
         for key, value in given.items():
-            name = str(key).replace("\\.", ".")  # Meltano keeps an escaped dot, unescaped
-            here = f"{path}.{name}"
-            if not isinstance(received, dict) or name not in received:
+            name = str(key).replace("\\.", ".")
+            found = _find(str(key), received)
+            if found is _MISSING:
                 if "." in name and "\\." not in str(key):
-                    return here, name
-                continue
-            found = _lost_key(value, received[name], here)
-            if found is not None:
-                return found
+                    return f"{path}.{name}", name
+                continue  # not a key Meltano drops: not ours to judge
+            lost = _lost_key(value, found, f"{path}.{name}")
+            if lost is not None:
+                return lost
     elif isinstance(given, list) and isinstance(received, list):
         for index, (item, got) in enumerate(zip(given, received, strict=False)):
-            found = _lost_key(item, got, f"{path}[{index}]")
-            if found is not None:
-                return found
+            lost = _lost_key(item, got, f"{path}[{index}]")
+            if lost is not None:
+                return lost
     return None
+
+
+_MISSING = object()
+_UNESCAPED_DOT = re.compile(r"(?<!\\)\.")
+
+
+def _find(key: str, received: object) -> object:
+    """Find what a key of the variable holds in the settings received (else ``_MISSING``).
+
+    The key is found as it is (a backslash-escaped dot unescaped, as Meltano does) or as a
+    path its dots spell: when meltano.yml holds the mappings, Meltano itself sets the
+    variable to their flattened form (``{"public-events.fields.user_id": ...}``), where a
+    name that holds a dot may or may not be escaped.
+    """
+    parts = [part.replace("\\.", ".") for part in _UNESCAPED_DOT.split(key)]
+    return _walk(parts, received)
+
+
+def _walk(parts: list[str], place: object) -> object:
+    if not parts:
+        return place
+    if not isinstance(place, dict):
+        return _MISSING
+    for end in range(len(parts), 0, -1):  # the longest name first: "a.b" before "a"
+        name = ".".join(parts[:end])
+        if name in place:
+            found = _walk(parts[end:], place[name])
+            if found is not _MISSING:
+                return found
+    return _MISSING

@@ -74,3 +74,25 @@ def test_nothing_lost_is_nothing_refused(given: dict, received: dict) -> None:
 def test_outside_meltano_the_variable_is_not_compared() -> None:
     check_env_mappings(RECEIVED, _environ(GIVEN, meltano=False))
     check_env_mappings(RECEIVED, {"MELTANO_PROJECT_ROOT": "/p", "TARGET_MISO_MAPPINGS": "{oops"})
+
+
+def test_the_flattened_variable_meltano_sets_from_meltano_yml_is_not_refused() -> None:
+    # With the mappings in meltano.yml, Meltano sets TARGET_MISO_MAPPINGS itself, flattened.
+    received = {
+        "public-events": {
+            "preset": "custom",
+            "fields": {"context": {"page": {"url": "page_url"}}, "a.b": "x"},
+        },
+    }
+    flattened = {
+        "public-events.preset": "custom",
+        "public-events.fields.context.page.url": "page_url",
+        "public-events.fields.a\\.b": "x",
+    }
+    check_env_mappings(received, _environ(flattened))
+
+
+def test_a_flattened_name_with_a_dot_is_found_escaped_or_not() -> None:
+    received = {"s": {"fields": {"context": "ctx", "context.page.url": "u"}}}
+    for key in ("s.fields.context.page.url", "s.fields.context\\.page\\.url"):
+        check_env_mappings(received, _environ({key: "u", "s.fields.context": "ctx"}))
