@@ -202,3 +202,28 @@ def test_the_preview_reads_tap_postgres_as_the_doc_shows(events_db, tmp_path, me
     out = [json.loads(line) for line in done.stdout.splitlines()]
     interactions = [entry["interaction"] for entry in out if "interaction" in entry]
     assert by_time(interactions) == expected(_custom_example(), records)
+
+
+def test_a_backslash_keeps_the_dot_of_a_name_in_meltano_yml(meltano_installed, tmp_path, sandbox):
+    # docs/mappings.md: stream names, map values, and a path next to its whole object.
+    mappings = {
+        "public-events": {
+            "preset": "custom",
+            "type": {"column": "e", "map": {"page\\.view": "home_page_view"}},
+            "fields": {"anonymous_id": "a", "context": "ctx", "context\\.page\\.url": "u"},
+        },
+        "analytics\\.events": {"preset": "ga4"},
+    }
+    meltano = Meltano(tmp_path, sandbox, write_project(tmp_path / "project", mappings))
+    del meltano.env["TARGET_MISO_MAPPINGS"]
+
+    config = json.loads(meltano("invoke", "--dump=config", "target-miso").stdout)
+
+    assert config["mappings"] == {
+        "public-events": {
+            "preset": "custom",
+            "type": {"column": "e", "map": {"page.view": "home_page_view"}},
+            "fields": {"anonymous_id": "a", "context": "ctx", "context.page.url": "u"},
+        },
+        "analytics.events": {"preset": "ga4"},
+    }

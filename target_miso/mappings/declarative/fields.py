@@ -61,7 +61,7 @@ def field_entries(setting: t.Mapping[str, t.Any]) -> list[tuple[str, object]]:
     ``{context: {page: {url: page_url}}}`` means ``{context.page.url: page_url}``. That is
     the form a dotted key takes in Meltano: it splits ``context.page.url`` in meltano.yml
     into nested objects, and drops it from JSON given in ``TARGET_MISO_MAPPINGS``, where the
-    nested form survives (docs/mappings.md#field-paths-in-meltano). An object holding one of
+    nested form survives (docs/mappings.md#field-paths-under-meltano). An object holding one of
     ``column``, ``expr``, ``const`` or a modifier is a value; any other object goes on with
     the path.
 
@@ -121,9 +121,9 @@ class ValueSpec:
     Settings forms: ``"expression"`` (a bare column name is the simplest expression), a
     number or boolean constant, or an object with one of ``column``/``expr``/``const`` and
     the optional modifiers ``key`` (take this key, dotted for nesting, from each object of
-    a list), ``split`` (cut a string into a list), ``epoch`` (``s``/``ms``/``us``: a number
-    of seconds, milliseconds or microseconds since 1970) and ``default`` (used when the
-    value is null or empty).
+    a list), ``split`` (cut a string, or a number's text, into a list), ``epoch``
+    (``s``/``ms``/``us``: a number of seconds, milliseconds or microseconds since 1970) and
+    ``default`` (used when the value is null or empty).
     """
 
     def __init__(self, setting: object, path: str) -> None:
@@ -328,7 +328,7 @@ def build_interaction(interaction_type: str, values: t.Mapping[str, object]) -> 
         The interaction, ready for validation.
 
     Raises:
-        MappingError: If a value cannot take the form Miso needs (names the field).
+        MappingError: If values cannot take the form Miso needs (names every such field).
 
     """
     raw: dict[str, t.Any] = {}
