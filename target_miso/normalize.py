@@ -94,12 +94,8 @@ def to_number(value: object) -> int | float:
         ValueError: If the value is not numeric.
 
     """
-    if type(value) is int:
-        return value
-    if type(value) is float:
-        if not math.isfinite(value):  # float('nan') in an expression, or '1e999'
-            raise ValueError(not_finite(value))
-        return value
+    if type(value) is int or type(value) is float:
+        return value  # NaN and Infinity included: validation sets them aside, naming them
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
             raise ValueError(not_finite(value))
@@ -114,7 +110,9 @@ def to_number(value: object) -> int | float:
             except ValueError:
                 number = None
         if number is not None:
-            return to_number(number)
+            if not math.isfinite(number):  # 'NaN', 'Infinity', '1e999'
+                raise ValueError(not_finite(number))
+            return number
     msg = f"{value!r} is not a number"
     raise ValueError(msg)
 

@@ -387,8 +387,11 @@ def test_a_reject_names_every_failing_field() -> None:
     ]
 
 
-@pytest.mark.parametrize("expression", ["float('nan')", "float('inf')", "float(total)"])
-def test_nan_and_infinity_are_set_aside_naming_the_field(expression: str) -> None:
+@pytest.mark.parametrize(
+    ("expression", "shown"),
+    [("float('nan')", "NaN"), ("float('inf')", "Infinity"), ("float(total)", "-Infinity")],
+)
+def test_nan_and_infinity_are_set_aside_naming_the_field(expression: str, shown: str) -> None:
     mapping = build_mapping(
         "orders",
         {
@@ -399,11 +402,27 @@ def test_nan_and_infinity_are_set_aside_naming_the_field(expression: str) -> Non
             },
         },
     )
+    (interaction,) = mapping.map({"a": "v", "sku": "s", "total": "-1e999"})
+    assert VALIDATOR.reasons(interaction) == [
+        f"revenue: {shown} is not a finite number (JSON has no NaN or Infinity)"
+    ]
+
+
+@pytest.mark.parametrize("text", ["NaN", "-Infinity", "1e999"])
+def test_numeric_text_that_is_not_finite_is_a_mapping_error(text: str) -> None:
+    mapping = build_mapping(
+        "orders",
+        {
+            "orders": {
+                "preset": "custom",
+                "type": "checkout",
+                "fields": {"anonymous_id": "a", "product_ids": "sku", "revenue": "total"},
+            },
+        },
+    )
     with pytest.raises(MappingError) as caught:
-        mapping.map({"a": "v", "sku": "s", "total": "-1e999"})
-    (reason,) = caught.value.reasons
-    assert reason.startswith("revenue: ")
-    assert reason.endswith("is not a finite number (JSON has no NaN or Infinity)")
+        mapping.map({"a": "v", "sku": "s", "total": text})
+    assert caught.value.reasons[0].endswith("is not a finite number (JSON has no NaN or Infinity)")
 
 
 def test_a_null_dedup_key_never_deduplicates_and_filtered_rows_are_not_remembered() -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 import typing as t
 
 from target_miso.mappings.base import MappingConfigError, MappingError, raise_errors
 from target_miso.mappings.declarative.expressions import Expression
-from target_miso.miso.schema import ALL_FIELDS
+from target_miso.miso.schema import ALL_FIELDS, not_finite
 from target_miso.normalize import as_id_text as _as_text
 from target_miso.normalize import as_list as _as_list
 from target_miso.normalize import normalize_field, parse_json_text, plain, to_number
@@ -233,9 +234,11 @@ def _split(value: object, separator: str, field: str) -> list[str]:
     # A number is split as the text it reads as (ids and codes are often stored as numbers);
     # a list or an object has no one text to split: a clear reject, not a silent no-op.
     if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MappingError(field, not_finite(value))
         try:
             value = _as_text(value)
-        except ValueError as error:  # NaN or Infinity
+        except ValueError as error:  # a Decimal NaN or Infinity
             raise MappingError(field, str(error)) from None
     if not isinstance(value, str):
         reason = f"split {separator!r} needs text or a number, got a {type(value).__name__}"
