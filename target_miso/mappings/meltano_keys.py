@@ -95,9 +95,10 @@ def check_env_mappings(
 ) -> None:
     """Refuse a run whose ``TARGET_MISO_MAPPINGS`` lost keys with a dot on its way through Meltano.
 
-    Meltano passes the variable on to the target as it was given, so what it dropped is
-    found by comparing the two. Outside Meltano (``--config ENV``) the SDK reads the JSON
-    itself and nothing is lost.
+    Meltano passes the variable on to the target as it was given (with the mappings in
+    meltano.yml instead, it sets it to their flattened form), so what it dropped is found by
+    comparing the two. Outside Meltano (``--config ENV``) the SDK reads the JSON itself and
+    nothing is lost.
 
     Args:
         received: The ``mappings`` the target was given.
