@@ -17,6 +17,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from target_miso.catalog.sync import CATALOG_SETTINGS
 from target_miso.mappings import MappingConfigError, check_mappings
+from target_miso.mappings.meltano_keys import check_env_mappings
 from target_miso.run.rejects import check_rejects_path
 
 #: Path segments that show api_url is an endpoint rather than the API root.
@@ -304,6 +305,7 @@ def check_settings(config: t.Mapping[str, t.Any]) -> None:
     if problems:
         raise ConfigValidationError("Invalid target-miso settings", errors=problems)
     try:
+        check_env_mappings(config.get("mappings") or {})  # keys Meltano dropped on the way
         check_mappings(config.get("mappings") or {})
     except MappingConfigError as error:
         raise ConfigValidationError(str(error), errors=[str(error)]) from None

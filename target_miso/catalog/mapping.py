@@ -30,7 +30,7 @@ import orjson
 from target_miso.catalog.schema import CATALOG_KINDS, FIELDS
 from target_miso.mappings.base import MappingConfigError, MappingError
 from target_miso.mappings.declarative.expressions import Expression, Scope, new_evaluator
-from target_miso.mappings.declarative.fields import ValueSpec
+from target_miso.mappings.declarative.fields import ValueSpec, field_entries
 from target_miso.normalize import parse_json_text, plain, to_number, to_utc_timestamp
 
 if t.TYPE_CHECKING:
@@ -133,7 +133,7 @@ def _read_fields(kind: str, setting: object, path: str) -> dict[str, ValueSpec]:
         )
     allowed = FIELDS[kind]
     specs = {}
-    for field_path, value in setting.items():
+    for field_path, value in field_entries(setting):  # custom_attributes: {name: ...} too
         top, _, rest = str(field_path).partition(".")
         if top not in allowed:
             known = ", ".join(allowed)

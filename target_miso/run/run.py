@@ -453,6 +453,11 @@ class Run:
         if self._checkpoints:
             self.delivery.wait_idle()
             self._checkpoints.release_ready()
+        if isinstance(error, MappingConfigError) and self.tally.records_in == 0:
+            # A setting found wrong at a stream's SCHEMA, before any record: nothing was
+            # delivered or lost, so no summary and no word about resending to puzzle over.
+            self.logger.error("No record was read before it: fix the setting and run again.")
+            return
         if not self._summary_logged:  # failed while reading: finish() did not log it
             self.log_summary(failed=True)
         self.logger.error(

@@ -31,10 +31,10 @@ import typing as t
 from target_miso.mappings.base import Held, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.field_templates import place
 from target_miso.mappings.rules import PageMatch, compile_page_rules
+from target_miso.mappings.seen_events import SeenEvents
 from target_miso.mappings.snowplow.common import common_fields, truncated_ip
 from target_miso.mappings.snowplow.ecommerce import ECOMMERCE_ACTION, ecommerce_fields
 from target_miso.mappings.snowplow.event import SnowplowEvent
-from target_miso.mappings.snowplow.seen_events import SeenEvents
 from target_miso.mappings.snowplow.struct import compile_struct_rules, struct_values
 from target_miso.miso.schema import TYPE_FIELDS
 from target_miso.normalize import to_number
