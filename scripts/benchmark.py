@@ -8,6 +8,12 @@ flight), and prints records/s, CPU seconds and peak RSS of each, and the ratios.
     .venv/bin/python scripts/benchmark.py --shape snowplow      # 114-column Snowplow rows
     .venv/bin/python scripts/benchmark.py --records 1000000 --latency 0
     .venv/bin/python scripts/benchmark.py --vendor              # + target-miso==0.9.5 (PyPI)
+
+``--pipeline`` measures the whole pipeline instead: N Snowplow events in Postgres (the
+loader's layout), tap-postgres, target-miso and ``meltano run``, per extract configuration
+(scripts/benchmark_pipeline.py; docs/performance.md):
+
+    .venv/bin/python scripts/benchmark.py --pipeline --records 1000000 --latency 0
 """
 
 from __future__ import annotations
@@ -96,8 +102,11 @@ def write_input(shape: str, count: int, path: Path) -> None:
 class Sandbox:
     """The sandbox API in its own process."""
 
-    def __init__(self, latency_ms: int) -> None:
-        """Start the sandbox on a free port and wait (up to 15 s) until it answers."""
+    def __init__(self, latency_ms: int, *faults: str) -> None:
+        """Start the sandbox on a free port and wait (up to 15 s) until it answers.
+
+        ``faults`` are more command-line options, e.g. ``--rate-503 0.05``.
+        """
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -109,6 +118,7 @@ class Sandbox:
                 API_KEY,
                 "--latency-ms",
                 str(latency_ms),
+                *faults,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -224,7 +234,14 @@ def main() -> None:
         action="store_true",
         help="also run the vendor's target-miso==0.9.5 (needs PyPI)",
     )
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import benchmark_pipeline  # noqa: PLC0415
+
+    benchmark_pipeline.add_arguments(parser)
     args = parser.parse_args()
+    if args.pipeline:
+        benchmark_pipeline.run_pipeline_benchmark(args, Sandbox, API_KEY)
+        return
 
     vendor = install_vendor() if args.vendor else None
     with tempfile.TemporaryDirectory(prefix="miso-bench-") as tmp:

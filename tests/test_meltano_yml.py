@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from target_miso import samples
+from target_miso.taps.snowplow_files import POSITION
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,9 +71,13 @@ def test_the_sandbox_command_starts_the_local_sandbox():
 def test_the_repeated_snowplow_mappings_stay_equal():
     mappings = target_miso()["config"]["mappings"]
     assert mappings["atomic-events*"] == mappings["snowplow_events"]
-    postgres = dict(mappings["atomic-events_for_miso"])
+    postgres = dict(mappings["atomic-events_for_miso*"])
     assert postgres.pop("state_lookback_seconds") == 86400
     assert postgres == mappings["atomic-events*"]
+    shipped = dict(mappings["atomic-events_for_miso_json"])
+    assert shipped.pop("state_lookback_seconds") == 86400
+    assert shipped.pop("payload_column") == "payload"
+    assert shipped == mappings["atomic-events*"]
 
 
 def test_only_the_collector_tstamp_stream_looks_back():
@@ -77,12 +85,64 @@ def test_only_the_collector_tstamp_stream_looks_back():
     # follow load order (load_tstamp, file modification time).
     project = yaml.safe_load((ROOT / "meltano.yml").read_text())
     extractors = {p["name"]: p for p in project["plugins"]["extractors"]}
-    postgres = extractors["tap-postgres"]["metadata"]["atomic-events_for_miso"]
+    postgres = extractors["tap-postgres"]["metadata"]["atomic-events_for_miso_json"]
     assert postgres["replication-key"] == "collector_tstamp"
     assert extractors["tap-snowflake"]["metadata"]["atomic-events"]["replication-key"] == (
         "load_tstamp"
     )
     assert extractors["tap-bigquery"]["config"]["streams"][0]["datetime_key"] == "load_tstamp"
     mappings = target_miso()["config"]["mappings"]
+    assert mappings["atomic-events_for_miso*"]["state_lookback_seconds"] == 86400
     assert "state_lookback_seconds" not in mappings["atomic-events*"]
     assert "state_lookback_seconds" not in mappings["snowplow_events"]
+
+
+def _printed(stream: str, tmp_path: Path, *options: str) -> list[str]:
+    """What `python -m target_miso.columns` prints for meltano.yml's mapping of a stream."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"mappings": target_miso()["config"]["mappings"]}))
+    done = subprocess.run(
+        [sys.executable, "-m", "target_miso.columns", "--config", str(config), "--stream", stream,
+         *options],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert not list(tmp_path.glob(".target-miso*")), "printing columns opens no event-id store"
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("extractor", "stream", "replication_key"),
+    [
+        ("tap-postgres", "atomic-events_for_miso_json", "collector_tstamp"),
+        ("tap-snowflake", "atomic-events", "load_tstamp"),
+        ("tap-snowplow-files", "atomic-events", POSITION),
+    ],
+)
+def test_each_snowplow_extractor_selects_what_the_columns_command_prints(
+    extractor: str, stream: str, replication_key: str, tmp_path: Path
+) -> None:
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    (plugin,) = [p for p in project["plugins"]["extractors"] if p["name"] == extractor]
+    # The tap needs its replication key selected to keep its bookmark; the target reads the
+    # rest (for the shipped Postgres stream, only the row's JSON text).
+    printed = [line.removeprefix("- ") for line in _printed(stream, tmp_path, "--select")]
+    assert plugin["select"] == [*printed, f"{stream}.{replication_key}"]
+    assert f"{stream}.*" not in plugin["select"], "pruned, not every column"
+
+
+def test_bigquery_columns_are_what_the_columns_command_prints_for_the_sample_table(
+    tmp_path: Path,
+) -> None:
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    (plugin,) = [p for p in project["plugins"]["extractors"] if p["name"] == "tap-bigquery"]
+    (stream,) = plugin["config"]["streams"]
+    table = tmp_path / "columns.txt"
+    rows = samples.render_bigquery(samples.sample_events())
+    table.write_text("\n".join(dict.fromkeys(column for row in rows for column in row)))
+
+    printed = _printed(stream["name"], tmp_path, "--table-columns", str(table))
+
+    assert stream["columns"] == printed
+    assert "contexts_com_snowplowanalytics_snowplow_web_page_1" in printed
+    assert "contexts_com_snowplowanalytics_snowplow_ua_parser_context_1" not in printed
+    assert len(printed) < 40

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
+import fnmatch
 import typing as t
 
 if t.TYPE_CHECKING:
@@ -10,6 +12,31 @@ if t.TYPE_CHECKING:
 
 #: An interaction held back by a mapping and the source record it came from.
 Held = tuple[dict[str, t.Any], dict[str, t.Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """The source columns a mapping reads with its options (what a tap needs to select).
+
+    Attributes:
+        names: Columns by name, in a stable order.
+        patterns: Globs (``fnmatch``, as Meltano's ``select`` takes them) for families of
+            columns, e.g. one per schema: ``contexts_com_acme_user_[0-9]*``.
+
+    """
+
+    names: tuple[str, ...]
+    patterns: tuple[str, ...] = ()
+
+    def __iter__(self) -> t.Iterator[str]:
+        """Iterate over the names, then the patterns."""
+        return iter((*self.names, *self.patterns))
+
+    def matches(self, column: str) -> bool:
+        """Whether the mapping reads this column."""
+        return column in self.names or any(
+            fnmatch.fnmatchcase(column, pattern) for pattern in self.patterns
+        )
 
 
 class MappingError(ValueError):
@@ -125,6 +152,15 @@ class Mapping:
             schema: The stream's JSON Schema from the SCHEMA message.
 
         """
+
+    def columns(self) -> Columns | None:
+        """Return the source columns this mapping reads with its options (column pruning).
+
+        Returns:
+            The columns, or None when the preset does not know them: select every column.
+
+        """
+        return None
 
     def map(self, record: dict[str, t.Any]) -> list[dict[str, t.Any]]:
         """Map one source record.

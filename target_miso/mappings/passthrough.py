@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing as t
 
-from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
+from target_miso.mappings.base import Columns, Mapping, MappingConfigError, MappingError
 from target_miso.miso.schema import ALL_FIELDS
 from target_miso.normalize import normalize_interaction
 
@@ -47,6 +47,15 @@ class PassthroughMapping(Mapping):
         if unknown:
             reason = "unknown option (the passthrough preset takes none besides preset)"
             raise MappingConfigError(f"{config_path}.{unknown[0]}", reason)
+
+    def columns(self) -> Columns:
+        """Return Miso's interaction fields: the only columns sent.
+
+        Returns:
+            Every Miso field name.
+
+        """
+        return Columns(tuple(ALL_FIELDS))
 
     def bind_schema(self, schema: dict[str, t.Any]) -> None:
         """Warn once about the columns that will not be sent.

@@ -44,8 +44,8 @@ class Meltano:
             TARGET_MISO_RETRY_INITIAL_DELAY="0.01",
             TARGET_MISO_RETRY_MAX_DELAY="0.1",
             TARGET_MISO_MAX_REQUESTS_PER_SECOND="0",
-            # Meltano merges this into meltano.yml's entries: the exact one of tap-postgres's
-            # stream must be overridden too (no lookback here: test_late_rows_lookback.py).
+            # Meltano merges this into meltano.yml's entries: those of tap-postgres's streams
+            # must be overridden too (no lookback here: test_late_rows_lookback.py).
             TARGET_MISO_MAPPINGS=json.dumps(
                 {
                     pattern: {
@@ -55,7 +55,8 @@ class Meltano:
                     }
                     for pattern, extra in (
                         ("atomic-events*", {}),
-                        ("atomic-events_for_miso", {"state_lookback_seconds": 0}),
+                        ("atomic-events_for_miso*", {"state_lookback_seconds": 0}),
+                        ("atomic-events_for_miso_json", {"state_lookback_seconds": 0}),
                     )
                 }
             ),

@@ -7,7 +7,8 @@ target writes the bookmark moved back by the window, the next run re-reads the w
 the event-id store drops what was delivered: exactly the late rows arrive. Rows later than
 the window are not recovered, and without a lookback none are (the reported issue). Where
 the events table has ``load_tstamp`` (RDB Loader 4.0.0 and later), replicating on it reads
-every late row with no lookback at all.
+every late row with no lookback at all. The shipped stream (the view that hands the row over
+as JSON text, ``payload_column``) and the view of columns behave the same.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import psycopg
 import pytest
 
 from target_miso import samples
+from target_miso.sample_postgres import create_view, load_events
 from tests.helpers import run_target, write_config
 from tests.postgres import connection_settings, database_name, dsn_for, fresh_database
-from tests.snowplow.postgres_loader import create_view, load_events
 
 if t.TYPE_CHECKING:
     from target_miso.miso.sandbox import Sandbox
@@ -33,7 +34,14 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 DATABASE = database_name("target_miso_late_rows_e2e")
-STREAM = "atomic-events_for_miso"
+#: The view of columns, and the shipped one (meltano.yml's select list: payload and the key).
+STREAMS = {
+    "atomic-events_for_miso": {"select": None, "mapping": {}},
+    "atomic-events_for_miso_json": {
+        "select": ["payload", "collector_tstamp", "load_tstamp"],
+        "mapping": {"payload_column": "payload"},
+    },
+}
 WINDOW = 600  # seconds
 # The sample events are collected from 10:00:00.5 to 10:04:00.5 (the first bookmark).
 LATE_IN_WINDOW = [-60, -61, -62]  # 09:59: 5 minutes behind the bookmark
@@ -75,6 +83,12 @@ def _likes(offsets: list[int], first: int) -> list[samples.LogicalEvent]:
     ]  # fmt: skip
 
 
+@pytest.fixture(params=list(STREAMS))
+def stream(request: pytest.FixtureRequest) -> str:
+    """Each view the tap may read."""
+    return request.param
+
+
 class Pipeline:
     """tap-postgres | target-miso, run after run, each from the STATE the last one wrote."""
 
@@ -83,11 +97,14 @@ class Pipeline:
         tmp_path: Path,
         tap: Path,
         sandbox: Sandbox,
+        *,
         lookback: float,
         key: str = "collector_tstamp",
+        stream: str = "atomic-events_for_miso",
     ) -> None:
         self.tmp_path = tmp_path
         self.key = key
+        self.stream = stream
         self.tap = tap
         self.tap_config = tmp_path / "tap.json"
         self.tap_config.write_text(
@@ -105,8 +122,9 @@ class Pipeline:
             **samples.SAMPLE_MAPPING_OPTIONS,
             "dedupe_store": str(tmp_path / "seen.sqlite"),
             "state_lookback_seconds": lookback,
+            **STREAMS[stream]["mapping"],
         }
-        self.config = write_config(tmp_path, sandbox.url, mappings={STREAM: mapping})
+        self.config = write_config(tmp_path, sandbox.url, mappings={stream: mapping})
         self.state: dict | None = None
         #: The last STATE the tap itself wrote (before the target moved it).
         self.tap_state: dict | None = None
@@ -117,13 +135,16 @@ class Pipeline:
             capture_output=True, text=True, check=True, timeout=120,
         )  # fmt: skip
         catalog = json.loads(discovered.stdout)
-        catalog["streams"] = [s for s in catalog["streams"] if s["tap_stream_id"] == STREAM]
+        catalog["streams"] = [s for s in catalog["streams"] if s["tap_stream_id"] == self.stream]
+        columns = STREAMS[self.stream]["select"]
         for entry in catalog["streams"][0]["metadata"]:
             if entry["breadcrumb"] == []:
                 entry["metadata"].update(
                     selected=True,
                     **{"replication-method": "INCREMENTAL", "replication-key": self.key},
                 )
+            elif columns is not None:
+                entry["metadata"]["selected"] = entry["breadcrumb"][-1] in columns
         return catalog
 
     def run(self) -> str:
@@ -145,7 +166,7 @@ class Pipeline:
     @property
     def bookmark(self) -> dict:
         assert self.state is not None
-        return self.state["bookmarks"][STREAM]
+        return self.state["bookmarks"][self.stream]
 
 
 def _labels(interactions: list[dict]) -> list[str]:
@@ -153,9 +174,9 @@ def _labels(interactions: list[dict]) -> list[str]:
 
 
 def test_late_rows_within_the_window_arrive_once_and_later_ones_are_not_recovered(
-    tmp_path: Path, tap: Path, snowplow_db: str, sandbox: Sandbox
+    tmp_path: Path, tap: Path, snowplow_db: str, sandbox: Sandbox, stream: str
 ) -> None:
-    pipeline = Pipeline(tmp_path, tap, sandbox, lookback=WINDOW)
+    pipeline = Pipeline(tmp_path, tap, sandbox, lookback=WINDOW, stream=stream)
     first = pipeline.run()
     assert "records in: 30" in first
     delivered = len(sandbox.interactions)
@@ -182,7 +203,7 @@ def test_late_rows_within_the_window_arrive_once_and_later_ones_are_not_recovere
     # The tap hands back the kept value it was given (a run that reads nothing new must
     # not move the bookmark back once more: tests/run/test_lookback.py).
     assert pipeline.tap_state is not None
-    assert pipeline.tap_state["bookmarks"][STREAM]["target_miso_lookback"] == kept
+    assert pipeline.tap_state["bookmarks"][stream]["target_miso_lookback"] == kept
 
     # A run with nothing new: the tap re-reads the window (its bookmark is inclusive, so the
     # row at the kept value comes back too) and the STATE stays where it was.
@@ -194,9 +215,9 @@ def test_late_rows_within_the_window_arrive_once_and_later_ones_are_not_recovere
 
 
 def test_without_a_lookback_late_rows_are_skipped(
-    tmp_path: Path, tap: Path, snowplow_db: str, sandbox: Sandbox
+    tmp_path: Path, tap: Path, snowplow_db: str, sandbox: Sandbox, stream: str
 ) -> None:
-    pipeline = Pipeline(tmp_path, tap, sandbox, lookback=0)
+    pipeline = Pipeline(tmp_path, tap, sandbox, lookback=0, stream=stream)
     pipeline.run()
     delivered = len(sandbox.interactions)
     assert pipeline.bookmark["replication_key_value"] == "2024-05-01T10:04:00.500000+00:00"
@@ -210,7 +231,7 @@ def test_without_a_lookback_late_rows_are_skipped(
 
 
 def test_replicating_on_load_tstamp_reads_every_late_row(
-    tmp_path: Path, tap: Path, snowplow_db: str, sandbox: Sandbox
+    tmp_path: Path, tap: Path, snowplow_db: str, sandbox: Sandbox, stream: str
 ) -> None:
     with psycopg.connect(snowplow_db) as conn:
         # As RDB Loader 4.0.0+ loads it; the view is made again to pass the column through.
@@ -224,7 +245,7 @@ def test_replicating_on_load_tstamp_reads_every_late_row(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'atomic' AND tablename = 'events'"
         ).fetchall()
     assert ("events_load_tstamp_miso",) in indexes
-    pipeline = Pipeline(tmp_path, tap, sandbox, lookback=0, key="load_tstamp")
+    pipeline = Pipeline(tmp_path, tap, sandbox, lookback=0, key="load_tstamp", stream=stream)
     pipeline.run()
     delivered = len(sandbox.interactions)
     assert delivered == len(samples.expected_interactions())

@@ -1,6 +1,6 @@
 """`meltano run tap-postgres target-miso` on a Snowplow Postgres loader schema.
 
-The rows go through the shipped view.
+The rows go through the shipped view (atomic.events_for_miso_json, each row as JSON text).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from target_miso import samples
+from target_miso import sample_postgres, samples
 from tests.e2e.conftest import ROOT, Meltano
 from tests.postgres import database_name, fresh_database
-from tests.snowplow import postgres_loader
 
 pytestmark = pytest.mark.e2e
 STATE_ID = "dev:tap-postgres-to-target-miso"
+STREAM = "atomic-events_for_miso_json"  # the shipped stream
 
 
 def by_time(interactions):
@@ -27,9 +27,9 @@ def by_time(interactions):
 
 
 def load(conn, events, *, create=False):
-    postgres_loader.load_events(conn, "atomic", events, create=create)
+    sample_postgres.load_events(conn, "atomic", events, create=create)
     if create:
-        postgres_loader.create_view(conn, "atomic")
+        sample_postgres.create_view(conn, "atomic")
 
 
 def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db, sandbox):
@@ -50,9 +50,9 @@ def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db
     assert by_time(sandbox.interactions) == samples.expected_interactions(), (
         "every event once, none twice"
     )
-    assert bookmark["singer_state"]["bookmarks"]["atomic-events_for_miso"][
-        "replication_key_value"
-    ].startswith("2024-05-01T10:01:20.5")
+    assert bookmark["singer_state"]["bookmarks"][STREAM]["replication_key_value"].startswith(
+        "2024-05-01T10:01:20.5"
+    )
     # Snowplow sent one event twice: the preset drops the copy. tap-postgres also re-sends the
     # boundary row (inclusive bookmark), a page view no rule matched: it was not delivered, so
     # the event-id store did not keep it, and it is mapped and skipped again, not a duplicate.
@@ -135,7 +135,7 @@ def test_partitioned_pipelines_run_in_parallel_with_their_own_state(
     shop_api, blog_api = sandbox_factory(), sandbox_factory()
 
     def partition(app_id, sandbox):
-        options = {"atomic-events_for_miso": {"custom_where_clauses": [f"app_id = '{app_id}'"]}}
+        options = {STREAM: {"custom_where_clauses": [f"app_id = '{app_id}'"]}}
         worker = tmp_path / app_id
         # Each partition runs as its own worker: Meltano writes a plugin's generated config
         # under <sys dir>/run/<plugin>/, which two runs in one directory would share. The
@@ -178,9 +178,10 @@ def test_the_shipped_lookback_reads_rows_loaded_behind_the_bookmark(
     meltano_installed, tmp_path, lookback_db, sandbox
 ):
     events_db = lookback_db
-    # meltano.yml's own entry for the stream (rules and a one-day state_lookback_seconds);
-    # Meltano merges this over it, so only the event-id store moves to the test's directory.
-    mappings = {"atomic-events_for_miso": {"dedupe_store": str(tmp_path / "seen.sqlite")}}
+    # meltano.yml's own entry for the stream (rules, payload_column and a one-day
+    # state_lookback_seconds); Meltano merges this over it, so only the event-id store moves
+    # to the test's directory. The select list and metadata are meltano.yml's own too.
+    mappings = {STREAM: {"dedupe_store": str(tmp_path / "seen.sqlite")}}
     meltano = Meltano(
         tmp_path,
         sandbox,
@@ -190,7 +191,7 @@ def test_the_shipped_lookback_reads_rows_loaded_behind_the_bookmark(
     load(events_db, samples.sample_events(), create=True)
     meltano("run", "tap-postgres", "target-miso")
     delivered = len(sandbox.interactions)
-    bookmark = meltano.state()["singer_state"]["bookmarks"]["atomic-events_for_miso"]
+    bookmark = meltano.state()["singer_state"]["bookmarks"][STREAM]
     assert bookmark["replication_key_value"] == "2024-04-30T10:04:00.500000+00:00"
     assert bookmark["target_miso_lookback"]["seconds"] == 86400
 
@@ -204,4 +205,4 @@ def test_the_shipped_lookback_reads_rows_loaded_behind_the_bookmark(
     new = sandbox.interactions[delivered:]
     assert [(i["type"], i["product_ids"]) for i in new] == [("like", ["late"])]
     assert "records in: 31" in second.stderr
-    assert meltano.state()["singer_state"]["bookmarks"]["atomic-events_for_miso"] == bookmark
+    assert meltano.state()["singer_state"]["bookmarks"][STREAM] == bookmark

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from target_miso import samples
-from tests.snowplow import postgres_loader
+from target_miso import sample_postgres, samples
+from tests.postgres import ADMIN_DSN
 
 SCHEMA = "miso_test_view_indexes"
 INCREMENTAL = (
@@ -25,7 +25,7 @@ INCREMENTAL = (
 @pytest.fixture
 def conn():
     try:
-        connection = psycopg.connect(postgres_loader.PG_DSN, connect_timeout=5)
+        connection = psycopg.connect(ADMIN_DSN, connect_timeout=5)
     except psycopg.OperationalError as error:
         pytest.fail(f"PostgreSQL is needed on 127.0.0.1:5432 (see README): {error}")
     yield connection
@@ -104,10 +104,10 @@ def drop_indexes(conn) -> None:
 
 
 def test_the_shipped_sql_indexes_the_events_and_every_shredded_table(conn):
-    postgres_loader.load_events(conn, SCHEMA, samples.sample_events(), create=True)
+    sample_postgres.load_events(conn, SCHEMA, samples.sample_events(), create=True)
     assert index_columns(conn) == {}, "the loader (like Snowplow's) creates no indexes"
 
-    postgres_loader.create_view(conn, SCHEMA)
+    sample_postgres.create_view(conn, SCHEMA)
 
     indexes = index_columns(conn)
     assert indexes.pop("events") == [("collector_tstamp",)]
@@ -117,8 +117,8 @@ def test_the_shipped_sql_indexes_the_events_and_every_shredded_table(conn):
 
 
 def test_re_running_it_indexes_new_tables_once(conn):
-    postgres_loader.load_events(conn, SCHEMA, samples.sample_events(), create=True)
-    postgres_loader.create_view(conn, SCHEMA)
+    sample_postgres.load_events(conn, SCHEMA, samples.sample_events(), create=True)
+    sample_postgres.create_view(conn, SCHEMA)
     # The loader creates a table for a new schema; its name is as long as Postgres allows,
     # so the index name must not collide with another table's after truncation.
     long_name = "com_acme_a_very_long_vendor_name_with_many_words_in_it_thing_1"
@@ -133,8 +133,8 @@ def test_re_running_it_indexes_new_tables_once(conn):
             )
     conn.commit()
 
-    postgres_loader.create_view(conn, SCHEMA)
-    postgres_loader.create_view(conn, SCHEMA)
+    sample_postgres.create_view(conn, SCHEMA)
+    sample_postgres.create_view(conn, SCHEMA)
 
     indexes = index_columns(conn)
     assert indexes[long_name] == [("root_id", "root_tstamp")]
@@ -145,18 +145,18 @@ def test_re_running_it_indexes_new_tables_once(conn):
 
 @pytest.mark.parametrize("cursor", [False, True], ids=["limit", "cursor"])
 def test_the_incremental_query_reads_through_the_indexes(conn, cursor):
-    postgres_loader.load_events(conn, SCHEMA, samples.sample_events(), create=True)
-    events = postgres_loader.multiply_events(conn, SCHEMA, 700)  # 21,030 events
+    sample_postgres.load_events(conn, SCHEMA, samples.sample_events(), create=True)
+    events = sample_postgres.multiply_events(conn, SCHEMA, 700)  # 21,030 events
     assert events == 30 * 701
 
     # Without the indexes (the loader's own tables): the planner can only scan everything.
-    postgres_loader.create_view(conn, SCHEMA)
+    sample_postgres.create_view(conn, SCHEMA)
     drop_indexes(conn)
     unindexed = incremental_plan(conn, cursor=cursor)
     assert "events" in full_scans(unindexed)
     assert full_scans(unindexed) & set(shredded_tables(conn))
 
-    postgres_loader.create_view(conn, SCHEMA)  # the shipped SQL, as documented
+    sample_postgres.create_view(conn, SCHEMA)  # the shipped SQL, as documented
     indexed = incremental_plan(conn, cursor=cursor)
 
     assert full_scans(indexed) == set(), "no Seq Scan on the events or the shredded tables"

@@ -21,11 +21,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from target_miso import samples
+from target_miso import sample_postgres, samples
 from target_miso.mappings import MappingConfigError, build_mapping
 from target_miso.mappings.snowplow.preset import OPTIONS
 from tests.helpers import read_rejects, run_target, write_config
-from tests.snowplow import postgres_loader
+from tests.postgres import ADMIN_DSN
 from tests.snowplow.test_layouts import STREAM, singer_lines
 
 RULES = samples.SAMPLE_MAPPING_OPTIONS["page_rules"]
@@ -98,12 +98,12 @@ def test_the_ecommerce_user_entity_gives_user_id_in_the_postgres_loader_layout()
     """Real shredded tables (is_guest a boolean column) folded by the shipped view."""
     schema = "miso_test_ecommerce_user"
     try:
-        conn = psycopg.connect(postgres_loader.PG_DSN, connect_timeout=5)
+        conn = psycopg.connect(ADMIN_DSN, connect_timeout=5)
     except psycopg.OperationalError as error:
         pytest.fail(f"PostgreSQL is needed on 127.0.0.1:5432 (see README): {error}")
     try:
-        postgres_loader.load_events(conn, schema, identity_events(), create=True)
-        postgres_loader.create_view(conn, schema)
+        sample_postgres.load_events(conn, schema, identity_events(), create=True)
+        sample_postgres.create_view(conn, schema)
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             cur.execute(
                 sql.SQL("SELECT * FROM {}.events_for_miso ORDER BY collector_tstamp").format(

@@ -14,7 +14,10 @@ What maps to what (docs/snowplow.md has the full table and every option):
   events -> watch/listen;
 * anything else is skipped and counted by event name.
 
-Rows arrive in any of the warehouse layouts; ``event.py`` reads them all the same way.
+Rows arrive in any of the warehouse layouts; ``event.py`` reads them all the same way, and
+``columns.py`` says which columns that takes (so a tap can select only those). With
+``payload_column`` the row arrives as JSON text in one column, serialized by the database
+(the fast Postgres path, sql/snowplow/postgres_events_view.sql), and is parsed here.
 Page views (waiting for their pings and for the e-commerce plugin's product view of the same
 page) and legacy orders (waiting for their items) are held until ``flush()``, which the
 target calls before every checkpoint. Event ids are deduplicated within the run, and across
@@ -25,13 +28,28 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import logging
 import sqlite3
 import typing as t
 
-from target_miso.mappings.base import Held, Mapping, MappingConfigError, MappingError
+import orjson
+
+from target_miso.mappings.base import Columns, Held, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.field_templates import place
 from target_miso.mappings.rules import PageMatch, compile_page_rules
 from target_miso.mappings.seen_events import SeenEvents
+from target_miso.mappings.snowplow.columns import (
+    ADD_TO_CART,
+    ENVELOPES,
+    MEDIA_END,
+    MEDIA_PLAYER,
+    MEDIA_PLAYER_EVENT,
+    MEDIA_SESSION,
+    REMOVE_FROM_CART,
+    SITE_SEARCH,
+    WEB_PAGE,
+    snowplow_columns,
+)
 from target_miso.mappings.snowplow.common import common_fields, truncated_ip
 from target_miso.mappings.snowplow.ecommerce import ECOMMERCE_ACTION, ecommerce_fields
 from target_miso.mappings.snowplow.event import SnowplowEvent
@@ -44,9 +62,6 @@ if t.TYPE_CHECKING:
 
 __all__ = ["SnowplowMapping", "truncated_ip"]
 
-SNOWPLOW = "com_snowplowanalytics_snowplow"
-MEDIA = "com_snowplowanalytics_snowplow_media"
-WEB_PAGE = f"{SNOWPLOW}_web_page"
 PRODUCT_VIEW = "product_detail_page_view"
 
 DEFAULT_DEDUPE_STORE = ".target-miso/snowplow-event-ids.sqlite"
@@ -64,12 +79,14 @@ OPTIONS: dict[str, t.Any] = {
     "dedupe_retention_days": 30,
     "dedupe_replay": False,
     "state_lookback_seconds": 0,
+    "payload_column": None,
 }
 PRODUCT_VIEW_SOURCES = ("ecommerce", "page_rules", "both")
 #: How many closed page views are remembered to explain late pings in the run summary
 #: (~200 bytes each: 100,000 made peak RSS grow by 20 MB between 100k and 1M rows).
 _CLOSED_PAGES_KEPT = 20_000
 _EPOCH = dt.datetime(1970, 1, 1)
+_LOGGER = logging.getLogger("target-miso")
 #: Why a ping finds no page view once its page view left the closed-page memory.
 FORGOTTEN_PAGE = f"page view forgotten ({_CLOSED_PAGES_KEPT:,} or more closed page views later)"
 #: Why a closed page takes no more pings (the run summary's reasons; a page view whose
@@ -247,6 +264,15 @@ class SnowplowMapping(Mapping):
         if store is not None and (not isinstance(store, str) or not store.strip()):
             raise MappingConfigError(f"{config_path}.dedupe_store", "expected a file path or null")
         self.state_lookback_seconds = _lookback(settings, retention, config_path)
+        payload = settings["payload_column"]
+        if payload is not None and (not isinstance(payload, str) or not payload):
+            reason = "expected a column name or null"
+            raise MappingConfigError(f"{config_path}.payload_column", reason)
+        #: The column whose JSON text holds the row (None: the row's own columns).
+        self.payload_column: str | None = payload
+        #: The last record unpacked and its row, so that kept_source does not parse it again.
+        self._unpacked: tuple[dict[str, t.Any], dict[str, t.Any]] | None = None
+        self._missing_warned: frozenset[str] = frozenset()
         try:
             self.seen = SeenEvents(store, retention, replay=settings["dedupe_replay"])
         except (OSError, sqlite3.Error) as error:
@@ -267,6 +293,67 @@ class SnowplowMapping(Mapping):
 
     # --- The seam --------------------------------------------------------------------
 
+    def row_columns(self) -> Columns:
+        """Return the columns of the row the preset reads with these options.
+
+        Returns:
+            Atomic columns, envelopes and per-schema globs (``columns.py``).
+
+        """
+        return snowplow_columns(ping_duration=self.ping_duration, struct_rules=self.struct_rules)
+
+    def columns(self) -> Columns:
+        """Return what the stream must carry: the row's columns, or only ``payload_column``.
+
+        Returns:
+            The columns to select in the tap.
+
+        """
+        if self.payload_column is not None:
+            return Columns((self.payload_column,))
+        return self.row_columns()
+
+    def bind_schema(self, schema: dict[str, t.Any]) -> None:
+        """Check the stream's columns against what the options read.
+
+        Args:
+            schema: The stream's JSON Schema.
+
+        Raises:
+            MappingConfigError: If ``payload_column`` is not a column of the stream.
+
+        """
+        properties = schema.get("properties") or {}
+        if not properties:
+            return
+        if self.payload_column is not None:
+            if self.payload_column not in properties:
+                reason = (
+                    f"{self.payload_column!r} is not a column of stream '{self.stream_name}' "
+                    f"(its columns: {', '.join(sorted(properties)[:10])}); re-create the view "
+                    "with sql/snowplow/postgres_events_view.sql, or remove the option"
+                )
+                raise MappingConfigError(f"{self.config_path}.payload_column", reason)
+            return
+        # A select list narrower than the options need (they changed since it was written)
+        # would leave fields out of every interaction: say so once.
+        missing = frozenset(
+            name
+            for name in self.row_columns().names
+            if name not in properties and name not in ENVELOPES
+        )
+        if missing and missing != self._missing_warned:
+            self._missing_warned = missing
+            _LOGGER.warning(
+                "Stream '%s' has no column %s, which %s reads with its options: interactions "
+                "lack what they hold. Select them in the tap (`python -m target_miso.columns "
+                "--config ... --stream %s` prints the list).",
+                self.stream_name,
+                ", ".join(sorted(missing)),
+                self.config_path,
+                self.stream_name,
+            )
+
     def map(self, record: dict[str, t.Any]) -> list[dict[str, t.Any]]:
         """Map one event row.
 
@@ -280,6 +367,8 @@ class SnowplowMapping(Mapping):
             MappingError: If a column the event needs cannot be read (names the column).
 
         """
+        if self.payload_column is not None:
+            record = self._unpack(record)
         event = SnowplowEvent(record)
         event_id = event.text("event_id")
         if event_id is None:
@@ -345,7 +434,31 @@ class SnowplowMapping(Mapping):
             event_id, event_name, collector_tstamp, page_url and tr_orderid (when set).
 
         """
-        return _identity(record)
+        return _identity(self._row(record))
+
+    def _unpack(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+        """Return the row held as JSON text in ``payload_column``, kept for ``kept_source``.
+
+        Raises:
+            MappingError: If the column is missing or not a JSON object (names the column).
+
+        """
+        row = _payload(record, t.cast("str", self.payload_column))
+        self._unpacked = (record, row)
+        return row
+
+    def _row(self, record: dict[str, t.Any]) -> dict[str, t.Any]:
+        # The event's row: unpacked from payload_column when the record holds it. Called
+        # from delivery threads too (refused): it only reads what map() kept.
+        if self.payload_column is None or self.payload_column not in record:
+            return record
+        unpacked = self._unpacked
+        if unpacked is not None and unpacked[0] is record:
+            return unpacked[1]
+        try:
+            return _payload(record, self.payload_column)
+        except MappingError:
+            return record
 
     def seal(self) -> int:
         """Take a checkpoint: the event ids seen so far belong to it."""
@@ -377,7 +490,7 @@ class SnowplowMapping(Mapping):
 
         """
         if isinstance(source, dict):
-            event_id = SnowplowEvent(source).text("event_id")
+            event_id = SnowplowEvent(self._row(source)).text("event_id")
             if event_id is not None:
                 self.seen.refuse(event_id)
 
@@ -656,13 +769,11 @@ class SnowplowMapping(Mapping):
         key, data = event.unstruct()
         if key == ECOMMERCE_ACTION:
             return self._ecommerce(event, data.get("type"))
-        if key == f"{SNOWPLOW}_site_search":
+        if key == SITE_SEARCH:
             return self._search(event, data)
-        if key in (f"{SNOWPLOW}_add_to_cart", f"{SNOWPLOW}_remove_from_cart"):
+        if key in (ADD_TO_CART, REMOVE_FROM_CART):
             return self._old_cart_event(event, key, data)
-        if key == f"{MEDIA}_end_event" or (
-            key == f"{SNOWPLOW}_media_player_event" and data.get("type") == "ended"
-        ):
+        if key == MEDIA_END or (key == MEDIA_PLAYER_EVENT and data.get("type") == "ended"):
             return self._media(event)
         self.skipped[f"{name or key or 'unknown event'}: not mapped"] += 1
         return []
@@ -697,7 +808,7 @@ class SnowplowMapping(Mapping):
         sku = data.get("sku")
         if sku in (None, ""):
             raise MappingError("unstruct_event", "sku is missing")
-        interaction_type = "add_to_cart" if key.endswith("add_to_cart") else "remove_from_cart"
+        interaction_type = "add_to_cart" if key == ADD_TO_CART else "remove_from_cart"
         interaction = {"type": interaction_type, **common_fields(event), "product_ids": [str(sku)]}
         if interaction_type == "add_to_cart":
             interaction["quantities"] = [_to_number("quantity", data.get("quantity") or 1)]
@@ -727,7 +838,7 @@ class SnowplowMapping(Mapping):
         return [{"type": "search", **common_fields(event), "search": search}]
 
     def _media(self, event: SnowplowEvent) -> list[dict[str, t.Any]]:
-        player = event.entity(f"{SNOWPLOW}_media_player")
+        player = event.entity(MEDIA_PLAYER)
         media_id = player.get(self.media_id_field)
         if media_id in (None, ""):
             self.skipped[f"media end: no media_player.{self.media_id_field}"] += 1
@@ -738,7 +849,7 @@ class SnowplowMapping(Mapping):
             **common_fields(event),
             "product_ids": [str(media_id)],
         }
-        played = event.entity(f"{MEDIA}_session").get("time_played")
+        played = event.entity(MEDIA_SESSION).get("time_played")
         if played is None:
             played = player.get("current_time")
         if played is not None:
@@ -769,6 +880,25 @@ def _page_key(event: SnowplowEvent) -> object:
     if url is None:
         return None
     return (event.text("domain_sessionid"), url)
+
+
+def _payload(record: dict[str, t.Any], column: str) -> dict[str, t.Any]:
+    """Parse the row a record holds as JSON text in ``column`` (``payload_column``).
+
+    Raises:
+        MappingError: If the column is missing or not a JSON object (names the column).
+
+    """
+    value = record.get(column)
+    if isinstance(value, (str, bytes)):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise MappingError(column, "is not valid JSON") from None
+    if not isinstance(value, dict):
+        what = "missing" if value is None else "not a JSON object"
+        raise MappingError(column, f"{what}: it must hold the event's row (payload_column)")
+    return value
 
 
 def _number(event: SnowplowEvent, column: str) -> int | float | None:

@@ -1,18 +1,22 @@
-"""Load sample events into a real Postgres the way Snowplow's Postgres loader does (shredded)."""
+"""Sample events in a real Postgres, laid out the way Snowplow's Postgres loader does (shredded).
+
+For the tests, the view's figures and ``scripts/benchmark.py --pipeline``; it needs psycopg
+(the ``test`` extra), which the target itself never imports.
+"""
 
 from __future__ import annotations
 
 import typing as t
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from target_miso import samples
-from tests.postgres import ADMIN_DSN
 
-PG_DSN = ADMIN_DSN
-VIEW_SQL = samples.__file__.rsplit("/", 2)[0] + "/sql/snowplow/postgres_events_view.sql"
+#: The shipped view script (in the repository, not in the installed package).
+VIEW_SQL = Path(__file__).resolve().parent.parent / "sql" / "snowplow" / "postgres_events_view.sql"
 _BOOLEANS = frozenset(
     {c for c in samples.ATOMIC_COLUMNS if c.startswith("br_features_")}
     | {"br_cookies", "dvce_ismobile"}
@@ -143,7 +147,7 @@ def create_view(conn: psycopg.Connection, schema: str) -> None:
     """Run the shipped SQL script for this schema."""
     with conn.cursor() as cur:
         cur.execute("SELECT set_config('target_miso.snowplow_schema', %s, false)", (schema,))
-        cur.execute(open(VIEW_SQL).read())
+        cur.execute(VIEW_SQL.read_text(encoding="utf-8"))
     conn.commit()
 
 
@@ -161,7 +165,7 @@ def multiply_events(conn: psycopg.Connection, schema: str, copies: int) -> int:
             "  FROM information_schema.columns WHERE table_schema = %s GROUP BY table_name",
             (schema,),
         )
-        tables = dict(cur.fetchall())
+        tables: dict[str, list[str]] = dict(cur.fetchall())
         renamed = {
             "event_id": sql.SQL("md5(t.event_id::text || '/' || k)::uuid"),
             "root_id": sql.SQL("md5(t.root_id::text || '/' || k)::uuid"),
