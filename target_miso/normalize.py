@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import re
 import typing as t
 
-from target_miso.miso.schema import ALL_FIELDS, STRUCTURED_FIELDS
+from target_miso.miso.schema import ALL_FIELDS, STRUCTURED_FIELDS, not_finite
 
 _UTC = dt.timezone.utc
 # Already what Miso wants (the common case when a source is re-read): no parsing needed.
@@ -94,18 +95,24 @@ def to_number(value: object) -> int | float:
 
     """
     if type(value) is int or type(value) is float:
-        return value
+        return value  # NaN and Infinity included: validation sets them aside, naming them
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():
-            msg = f"{value} is not a finite number"
-            raise ValueError(msg)
+            raise ValueError(not_finite(value))
         exponent = t.cast("int", value.as_tuple().exponent)  # an int for finite values
         return int(value) if value == value.to_integral_value() and exponent >= 0 else float(value)
     if isinstance(value, str):
         try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
+            number = float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
-            pass
+            try:  # 'NaN', 'Infinity': numbers JSON cannot carry, and said so
+                number = float(value)
+            except ValueError:
+                number = None
+        if number is not None:
+            if not math.isfinite(number):  # 'NaN', 'Infinity', '1e999'
+                raise ValueError(not_finite(number))
+            return number
     msg = f"{value!r} is not a number"
     raise ValueError(msg)
 

@@ -8,26 +8,37 @@ Usage::
 The input (a file, or stdin when absent or ``-``) is either Singer messages, as a tap writes
 them (``tap-postgres | python -m target_miso.preview --config config.json``), or a JSON
 Lines sample of plain records, which needs ``--stream`` to pick the mapping. Each mapped and
-valid interaction is written as ``{"stream": ..., "interaction": {...}}``; each record set
-aside as ``{"stream", "stage", "reasons", "record", "interaction"}``, the shape of the
-target's rejects file. Both go to stdout unless ``--output``/``--rejects`` name files. A
-summary (counts and skip reasons) goes to stderr. Exit status: 0, or 2 when the mapping
-settings are wrong, or 1 when the input cannot be read.
+valid interaction is written as ``{"stream": ..., "interaction": {...}}``, and each record of
+a catalog stream (``kind: products|users``) as ``{"stream": ..., "product": {...}}`` or
+``{"stream": ..., "user": {...}}``; each record set aside as ``{"stream", "stage",
+"reasons", "record", "interaction"}``, the shape of the target's rejects file. The checks are
+the target's, NaN and Infinity included. Both go to stdout unless ``--output``/``--rejects``
+name files. A summary (counts and skip reasons) goes to stderr. Exit status: 0, or 2 when
+the mapping settings are wrong, or 1 when the input cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import decimal
 import json
 import sys
 import typing as t
 from pathlib import Path
 
-from target_miso.mappings import MappingConfigError, MappingError, build_mapping, check_mappings
+from target_miso.catalog.mapping import CatalogMapping, CatalogOptions, stream_kind
+from target_miso.catalog.schema import CatalogValidator
+from target_miso.mappings import (
+    MappingConfigError,
+    MappingError,
+    build_mapping,
+    check_mappings,
+)
+from target_miso.mappings import options_for as mapping_options
 from target_miso.miso.schema import InteractionValidator
+from target_miso.run.rejects import entry_line
+from target_miso.sinks import unsendable
 
 if t.TYPE_CHECKING:
     from target_miso.mappings import Mapping
@@ -39,16 +50,28 @@ class InputError(ValueError):
     """A line of the input is not JSON or not a record."""
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    return repr(value)
-
-
 def _dump(entry: dict[str, t.Any]) -> str:
-    return json.dumps(entry, default=_json_default, ensure_ascii=False) + "\n"
+    # The rejects file's writer: valid JSON whatever the record holds (NaN, Infinity, ...).
+    return entry_line(entry)
+
+
+class CatalogPreview:
+    """A catalog stream's mapping and checks, as the target's catalog sink runs them."""
+
+    def __init__(self, stream: str, mappings: dict[str, t.Any]) -> None:
+        """Read the stream's options.
+
+        Args:
+            stream: The stream.
+            mappings: The ``mappings`` setting.
+
+        """
+        path, options = mapping_options(stream, mappings)
+        self.options = CatalogOptions(options, path)
+        self.mapping = CatalogMapping(self.options, stream)
+        self.validator = CatalogValidator(self.options.kind)
+        self.preset = f"catalog {self.options.kind}"
+        self.skipped: collections.Counter[str] = collections.Counter()
 
 
 class Preview:
@@ -75,10 +98,10 @@ class Preview:
         self.rejects = rejects
         self.stream = stream
         self.validator = InteractionValidator()
-        self.mappings: dict[str, Mapping] = {}
+        self.mappings: dict[str, Mapping | CatalogPreview] = {}
         self.counts: collections.Counter[str] = collections.Counter()
 
-    def mapping(self, stream: str, schema: dict[str, t.Any] | None) -> Mapping:
+    def mapping(self, stream: str, schema: dict[str, t.Any] | None) -> Mapping | CatalogPreview:
         """Return the stream's mapping, creating it as the target does.
 
         Args:
@@ -86,14 +109,23 @@ class Preview:
             schema: Its schema, when one was seen.
 
         Returns:
-            The mapping.
+            The mapping (a catalog stream's: its ``CatalogPreview``).
 
         """
-        if stream not in self.mappings:
-            self.mappings[stream] = build_mapping(stream, self.mappings_setting, schema)
+        mapping = self.mappings.get(stream)
+        if mapping is None:
+            path, options = mapping_options(stream, self.mappings_setting)
+            if stream_kind(options, path) != "interactions":
+                mapping = CatalogPreview(stream, self.mappings_setting)
+                if schema is not None:
+                    mapping.mapping.bind_schema(schema)
+            else:
+                mapping = build_mapping(stream, self.mappings_setting, schema)
+            self.mappings[stream] = mapping
         elif schema is not None:
-            self.mappings[stream].bind_schema(schema)
-        return self.mappings[stream]
+            target = mapping.mapping if isinstance(mapping, CatalogPreview) else mapping
+            target.bind_schema(schema)
+        return mapping
 
     def feed_line(self, line: str, number: int) -> None:
         """Handle one input line.
@@ -158,24 +190,49 @@ class Preview:
         else:
             mapping = self.mapping(stream, None)
         self.counts["records in"] += 1
+        if isinstance(mapping, CatalogPreview):
+            self._catalog_record(stream, mapping, record)
+            return
         try:
             interactions = mapping.map(record)
         except MappingError as error:
-            self._reject(stream, "mapping", [str(error)], record, None)
+            self._reject(stream, "mapping", error.reasons, record, None)
             return
         for interaction in interactions:
             self._interaction(stream, interaction, record)
 
+    def _catalog_record(self, stream: str, catalog: CatalogPreview, record: dict) -> None:
+        try:
+            mapped = catalog.mapping.map(record)
+        except MappingError as error:
+            self._reject(stream, "mapping", error.reasons, record, None)
+            return
+        if mapped is None:
+            catalog.skipped[f"{stream}: filtered out"] += 1
+            return
+        problem = unsendable(mapped)
+        reasons = catalog.validator.reasons(mapped) + ([problem] if problem else [])
+        if reasons:
+            self._reject(stream, "validation", reasons, record, mapped)
+            return
+        name = catalog.options.kind[:-1]  # product, user
+        self.counts[f"{name} records"] += 1
+        self.output.write(_dump({"stream": stream, name: mapped}))
+
     def flush(self) -> None:
         """Take what the mappings held back (as the target does before each STATE)."""
         for stream, mapping in self.mappings.items():
+            if isinstance(mapping, CatalogPreview):
+                continue
             for interaction, source in mapping.flush():
                 self._interaction(stream, interaction, source)
 
     def _interaction(self, stream: str, interaction: dict[str, t.Any], source: object) -> None:
+        # The target's checks: the schema, then what JSON cannot carry (NaN, Infinity).
         reasons = self.validator.reasons(interaction)
-        if reasons:
-            self._reject(stream, "validation", reasons, source, interaction)
+        problem = None if reasons else unsendable(interaction)
+        if reasons or problem:
+            self._reject(stream, "validation", reasons or [str(problem)], source, interaction)
             return
         self.counts["interactions"] += 1
         self.output.write(_dump({"stream": stream, "interaction": interaction}))
@@ -208,6 +265,11 @@ class Preview:
         lines = [
             f"records in: {self.counts['records in']}",
             f"interactions: {self.counts['interactions']}",
+            *(
+                f"{name} records: {self.counts[f'{name} records']}"
+                for name in ("product", "user")
+                if f"{name} records" in self.counts
+            ),
             f"set aside: {self.counts['set aside']}",
         ]
         for stream, mapping in sorted(self.mappings.items()):
@@ -284,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         status = 2
     finally:
         for mapping in preview.mappings.values():
-            mapping.close()
+            if not isinstance(mapping, CatalogPreview):
+                mapping.close()
         for stream in {output, rejects, source}:
             if stream not in (sys.stdout, sys.stdin):
                 stream.close()

@@ -77,6 +77,7 @@ PRODUCT = "iglu:com.snowplowanalytics.snowplow.ecommerce/product/jsonschema/1-0-
 TRANSACTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/transaction/jsonschema/1-0-0"
 REFUND = "iglu:com.snowplowanalytics.snowplow.ecommerce/refund/jsonschema/1-0-0"
 PROMOTION = "iglu:com.snowplowanalytics.snowplow.ecommerce/promotion/jsonschema/1-0-0"
+ECOMMERCE_USER = "iglu:com.snowplowanalytics.snowplow.ecommerce/user/jsonschema/1-0-0"
 SITE_SEARCH = "iglu:com.snowplowanalytics.snowplow/site_search/jsonschema/1-0-0"
 LINK_CLICK = "iglu:com.snowplowanalytics.snowplow/link_click/jsonschema/1-0-1"
 MEDIA_END = "iglu:com.snowplowanalytics.snowplow.media/end_event/jsonschema/1-0-0"
@@ -162,9 +163,9 @@ def _page(number: int, seconds: float, path: str, page_id: str, **atomic: t.Any)
                         derived_contexts=((UA_PARSER, {"useragentFamily": "Chrome"}),))  # fmt: skip
 
 
-def _ping(number: int, seconds: float, path: str, page_id: str) -> LogicalEvent:
+def _ping(number: int, seconds: float, path: str, page_id: str, **atomic: t.Any) -> LogicalEvent:
     values = _event(number, "page_ping", seconds, page_url=f"https://shop.example{path}",
-                    pp_yoffset_max=900)  # fmt: skip
+                    pp_yoffset_max=900, **atomic)  # fmt: skip
     return LogicalEvent(values, contexts=((WEB_PAGE, {"id": page_id}),))
 
 

@@ -17,6 +17,7 @@ from singer_sdk.exceptions import ConfigValidationError
 
 from target_miso.catalog.sync import CATALOG_SETTINGS
 from target_miso.mappings import MappingConfigError, check_mappings
+from target_miso.mappings.meltano_keys import check_env_mappings
 from target_miso.run.rejects import check_rejects_path
 
 #: Path segments that show api_url is an endpoint rather than the API root.
@@ -121,6 +122,17 @@ SETTINGS_SCHEMA: dict = th.PropertiesList(
         "aside with their stream, source record, mapped interaction and every reason. "
         "Created on the first reject, readable by its owner only (mode 0600); appended to "
         "across runs. Checked at start-up: a path that cannot be written stops the run.",
+    ),
+    th.Property(
+        "resend_guard_store",
+        th.StringType(nullable=True),
+        default=".target-miso/resend-guard.sqlite",
+        title="Resend guard store",
+        description="SQLite file (relative to the working directory; Meltano runs in the "
+        "project root) of the interactions Miso accepted that no saved STATE covers yet. A "
+        "run stopped (SIGTERM, kill -9, a failure) leaves them there, and the next run does "
+        "not send them again when the tap re-reads them, whatever the preset. Keep it on a "
+        "persistent volume beside the rejects file; null keeps nothing between runs.",
     ),
     th.Property(
         "max_rejects",
@@ -293,6 +305,7 @@ def check_settings(config: t.Mapping[str, t.Any]) -> None:
     if problems:
         raise ConfigValidationError("Invalid target-miso settings", errors=problems)
     try:
+        check_env_mappings(config.get("mappings") or {})  # keys Meltano dropped on the way
         check_mappings(config.get("mappings") or {})
     except MappingConfigError as error:
         raise ConfigValidationError(str(error), errors=[str(error)]) from None

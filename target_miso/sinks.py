@@ -16,6 +16,7 @@ from singer_sdk.sinks import BatchSink
 
 from target_miso.batch_files import batch_records
 from target_miso.mappings import MappingConfigError, MappingError
+from target_miso.miso.schema import not_finite
 from target_miso.reader import line_text
 from target_miso.run.delivery import Batch
 
@@ -91,7 +92,7 @@ def _unsendable_scalar(item: object) -> str | None:
     if isinstance(item, int) and not _INT_MIN <= item < _INT_END:
         return f"integer {_digits(item)} is beyond 64 bits"
     if isinstance(item, float) and not math.isfinite(item):
-        return f"{item} is not a finite number"
+        return not_finite(item)
     return None
 
 
@@ -209,17 +210,17 @@ class InteractionsSink(BatchSink):
         try:
             return mapper(record)
         except MappingError as error:
-            reason = str(error)
+            reasons = error.reasons  # one per failing field
         except MappingConfigError:
             raise
         except RecursionError:
             # Too deep to map is too deep to write back as JSON too: keep the line as text.
             line = context.get("line")
             record = line_text(line) if line is not None else None  # type: ignore[assignment]
-            reason = "record: nests objects or arrays too deeply to be mapped"
+            reasons = ["record: nests objects or arrays too deeply to be mapped"]
         except Exception as error:  # one record never ends the run
-            reason = f"record: the mapping failed on it ({type(error).__name__}: {error})"
-        self.run.set_aside(self.stream_name, [reason], record, None, "mapping")
+            reasons = [f"record: the mapping failed on it ({type(error).__name__}: {error})"]
+        self.run.set_aside(self.stream_name, reasons, record, None, "mapping")
         return SET_ASIDE
 
     def encode_or_set_aside(self, mapped: dict[str, t.Any], source: object) -> bytes | None:
@@ -269,6 +270,8 @@ class InteractionsSink(BatchSink):
             return
         encoded = self.encode_or_set_aside(interaction, source)
         if encoded is None:
+            return
+        if run.resend_guard.delivered_before(self.stream_name, encoded, run.checkpoints_taken):
             return
         batch = self._batch
         if batch.records and batch.size_bytes + len(encoded) + 1 > self._max_bytes:
@@ -338,4 +341,9 @@ class InteractionsSink(BatchSink):
 
     def _new_batch(self) -> Batch:
         # Catalog streams override this: another endpoint, and a hook for accepted records.
-        return Batch(self.stream_name)
+        batch = Batch(self.stream_name)
+        run = self.run
+        batch.on_stored = run.resend_guard.stored_callback(
+            self.stream_name, batch.records, run.checkpoints_taken
+        )
+        return batch

@@ -118,6 +118,7 @@ def write_config(tmp_path: Path, url: str, **settings: t.Any) -> Path:
         "api_url": url,
         "api_key": API_KEY,
         "rejects_path": str(tmp_path / "rejects.jsonl"),
+        "resend_guard_store": str(tmp_path / "resend-guard.sqlite"),
         "retry_initial_delay": 0.01,
         "retry_max_delay": 0.2,
         "max_requests_per_second": 0,

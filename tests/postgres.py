@@ -59,3 +59,28 @@ def fresh_database(database: str) -> t.Iterator[psycopg.Connection]:
             yield conn
     finally:
         _drop(database)
+
+
+def create_web_events(conn: psycopg.Connection, first: int, last: int) -> None:
+    """Create web.events with interaction-shaped rows ``first``..``last``: one product view each.
+
+    Row ``i`` has seq ``i``, product ``sku-i``, user ``user-(i mod 97)``, one second apart.
+    """
+    conn.execute(
+        """
+        CREATE SCHEMA web;
+        CREATE TABLE web.events (seq integer PRIMARY KEY, type text, user_id text,
+            "timestamp" timestamptz, product_ids text[]);
+        """,
+    )
+    conn.execute(
+        """
+        INSERT INTO web.events
+            SELECT i, 'product_detail_page_view', 'user-' || (i %% 97),
+                   timestamptz '2024-05-01 00:00:00+00' + i * interval '1 second',
+                   ARRAY['sku-' || i]
+            FROM generate_series(%s::integer, %s::integer) AS i
+        """,
+        (first, last),
+    )
+    conn.commit()

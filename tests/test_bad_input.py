@@ -56,10 +56,10 @@ def three_records(middle: str) -> str:
 @pytest.mark.parametrize(
     ("field", "raw", "reason"),
     [
-        ("duration", "NaN", "duration: nan is not of type 'number'"),
-        ("duration", "Infinity", "duration: inf is not of type 'number'"),
-        ("duration", "-Infinity", "duration: -inf is not of type 'number'"),
-        ("duration", "1e400", "duration: inf is not of type 'number'"),
+        ("duration", "NaN", "duration: NaN is not a finite number (JSON has no NaN"),
+        ("duration", "Infinity", "duration: Infinity is not a finite number"),
+        ("duration", "-Infinity", "duration: -Infinity is not a finite number"),
+        ("duration", "1e400", "duration: Infinity is not a finite number"),
         (
             "duration",
             "123456789012345678901234567890",
@@ -67,8 +67,8 @@ def three_records(middle: str) -> str:
         ),
         ("user_id", '"\\ud800"', "user_id: text holds a lone surrogate"),
         ("context.page.url", '"https://shop.example/\\udfff"', "context.page.url: text holds"),
-        ("context.custom_context.score", "NaN", "context.custom_context.score: nan is not valid"),
-        ("context.extra", "Infinity", "context.extra: inf is not a finite number"),
+        ("context.custom_context.score", "NaN", "context.custom_context.score: NaN is not a"),
+        ("context.extra", "Infinity", "context.extra: Infinity is not a finite number"),
     ],
 )
 def test_a_poison_value_sets_its_record_aside_and_the_run_goes_on(

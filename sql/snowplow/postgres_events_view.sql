@@ -94,6 +94,7 @@ DECLARE
         'com_snowplowanalytics_snowplow_ecommerce_product',
         'com_snowplowanalytics_snowplow_ecommerce_promotion',
         'com_snowplowanalytics_snowplow_ecommerce_transaction',
+        'com_snowplowanalytics_snowplow_ecommerce_user',
         'com_snowplowanalytics_snowplow_media_player',
         'com_snowplowanalytics_snowplow_media_session',
         'com_snowplowanalytics_snowplow_ecommerce_snowplow_ecommerce_action',

@@ -42,6 +42,8 @@ class DeleteOutcome:
     deleted: int = 0
     dry_run: bool = False
     task_ids: list[str] = dataclasses.field(default_factory=list)
+    #: Ids deleted by requests whose answer carried no task id (nothing to wait for).
+    without_task_id: int = 0
     #: Ids this run saw that Miso does not hold (their hashes are forgotten: next run resends).
     absent_from_miso: set[str] = dataclasses.field(default_factory=set)
 
@@ -117,6 +119,8 @@ def delete_missing(
         outcome.deleted += len(chunk)
         if task_id:
             outcome.task_ids.append(task_id)
+        else:
+            outcome.without_task_id += len(chunk)
     LOGGER.info(
         "Stream '%s': deleted %d of %d %s that the full-table sync no longer has",
         stream,

@@ -10,6 +10,10 @@ Why a SQLite file and not the target's part of STATE: singer-sdk taps keep only
 by the target never comes back to it; and a STATE holding every id of a large catalog would
 be rewritten at every checkpoint. Losing the file is safe: every record is sent once more
 (Miso replaces a record with the same id). See docs/catalog.md.
+
+The same file remembers the rows each catalog stream set aside (``catalog_rejects``), so
+that an unchanged invalid row is not written to the rejects file again on every run
+(``rejected.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ class CatalogHashes:
             "CREATE TABLE IF NOT EXISTS catalog_hashes (environment TEXT NOT NULL, "
             "kind TEXT NOT NULL, id TEXT NOT NULL, hash TEXT NOT NULL, "
             "PRIMARY KEY (environment, kind, id)) WITHOUT ROWID",
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS catalog_rejects (environment TEXT NOT NULL, "
+            "stream TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, "
+            "PRIMARY KEY (environment, stream, key)) WITHOUT ROWID",
         )
         self._environment = environment
 
@@ -102,6 +111,43 @@ class CatalogHashes:
             self._db.executemany(
                 "DELETE FROM catalog_hashes WHERE environment = ? AND kind = ? AND id = ?",
                 ((self._environment, kind, key) for key in forget),
+            )
+
+    def rejected(self, stream: str) -> dict[str, str]:
+        """Return the rows of a stream set aside in earlier runs (see ``rejected.py``).
+
+        Args:
+            stream: The Singer stream.
+
+        Returns:
+            Row key (its id, or ``#<hash>`` for a row without one) -> hash of row and reasons.
+
+        """
+        rows = self._db.execute(
+            "SELECT key, hash FROM catalog_rejects WHERE environment = ? AND stream = ?",
+            (self._environment, stream),
+        )
+        return dict(rows.fetchall())
+
+    def save_rejected(self, stream: str, remember: dict[str, str], forget: set[str]) -> None:
+        """Remember rows set aside (once they are in the rejects file) and forget others.
+
+        Args:
+            stream: The Singer stream.
+            remember: Row key -> hash of rows just written to the rejects file.
+            forget: Keys of rows that are valid now, or no longer in the source.
+
+        """
+        if not remember and not forget:
+            return
+        with self._db:
+            self._db.executemany(
+                "DELETE FROM catalog_rejects WHERE environment = ? AND stream = ? AND key = ?",
+                ((self._environment, stream, key) for key in forget),
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO catalog_rejects VALUES (?, ?, ?, ?)",
+                ((self._environment, stream, key, value) for key, value in remember.items()),
             )
 
     def count(self, kind: str) -> int:

@@ -9,10 +9,13 @@ stream. Its options, all checked at start-up::
     delete_missing: false               # on a full-table sync, delete ids absent from it
     max_delete_fraction: 0.1            # refuse to delete more than this share of the catalog
     delete_dry_run: false               # only list what would be deleted
+    delete_filtered: false              # true: rows the filter skips count as gone (deleted)
 
 Values are read with the declarative mappings' machinery (``ValueSpec``, expressions) and
 coerced to the shape each Miso field takes: ids and strings to text, lists from JSON text
-or one value, dates to RFC 3339, numbers from Decimals.
+or one value, dates to RFC 3339, numbers from Decimals. A ``custom_attributes.<name>``
+value keeps its source type (text stays text, even when it looks like JSON or a number);
+``{column: ..., json: true}`` parses JSON text where the user asks for it.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ import orjson
 from target_miso.catalog.schema import CATALOG_KINDS, FIELDS
 from target_miso.mappings.base import MappingConfigError, MappingError
 from target_miso.mappings.declarative.expressions import Expression, Scope, new_evaluator
-from target_miso.mappings.declarative.fields import ValueSpec
+from target_miso.mappings.declarative.fields import ValueSpec, field_entries
 from target_miso.normalize import parse_json_text, plain, to_number, to_utc_timestamp
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping as MappingType
 
 INTERACTIONS = "interactions"
-_OPTIONS = ("kind", "fields", "filter", "delete_missing", "max_delete_fraction", "delete_dry_run")
+_OPTIONS = (
+    "kind", "fields", "filter", "delete_missing", "max_delete_fraction", "delete_dry_run",
+    "delete_filtered",
+)  # fmt: skip
 _STRING_LISTS = frozenset(
     {"related_ids", "tags", "authors", "publishers", "collections", "headers", "paragraphs",
      "anchors"},
@@ -94,6 +100,7 @@ class CatalogOptions:
         )
         self.delete_missing = _boolean(options, "delete_missing", path)
         self.delete_dry_run = _boolean(options, "delete_dry_run", path)
+        self.delete_filtered = _boolean(options, "delete_filtered", path)
         self.max_delete_fraction = _fraction(options.get("max_delete_fraction", 0.1), path)
 
 
@@ -126,7 +133,7 @@ def _read_fields(kind: str, setting: object, path: str) -> dict[str, ValueSpec]:
         )
     allowed = FIELDS[kind]
     specs = {}
-    for field_path, value in setting.items():
+    for field_path, value in field_entries(setting):  # custom_attributes: {name: ...} too
         top, _, rest = str(field_path).partition(".")
         if top not in allowed:
             known = ", ".join(allowed)
@@ -213,7 +220,10 @@ class CatalogMapping:
             top, _, key = field_path.partition(".")
             try:
                 if key:
-                    value = plain(parse_json_text(value) if isinstance(value, str) else value)
+                    # A custom attribute keeps its source type: "Ana Ruiz" and "8841" stay
+                    # text (Miso wants one type per attribute across the catalog); JSON text
+                    # is parsed only with ``json: true``.
+                    value = plain(value)
                     if value is not None:
                         mapped.setdefault(top, {})[key] = value
                     continue
@@ -223,6 +233,27 @@ class CatalogMapping:
             if value is not None:
                 mapped[top] = value
         return mapped
+
+    def record_id(self, record: dict[str, t.Any]) -> str | None:
+        """Compute only the id of a row (for rows the mapping set aside or the filter skipped).
+
+        Args:
+            record: The row as the tap sent it.
+
+        Returns:
+            The id as ``map`` gives it, or None when the row has none (null or empty).
+
+        Raises:
+            MappingError: If the id's expression fails on this row.
+
+        """
+        id_field = self.options.id_field
+        scope = Scope(record, self._columns, self.stream_name, self._evaluator)
+        value = self.options.fields[id_field].read(record, scope, id_field)
+        if value is None or value == "":
+            return None
+        text = _text(value)
+        return text if isinstance(text, str) and text else None
 
 
 def coerce(field: str, value: object) -> object:  # noqa: PLR0911 - flat dispatch on the field

@@ -62,15 +62,17 @@ class CatalogSink(InteractionsSink):
         run, catalog = self.run, self.catalog
         run.tally.records_in += 1
         catalog.counts["read"] += 1
+        # Every row read keeps its id from deletes, whatever happens to it below: a row set
+        # aside has its id counted by run.set_aside (Catalogs.rejected_before).
         mapped = self.map_or_set_aside(catalog.mapping.map, record, context)
         if mapped is SET_ASIDE:
             return
         if mapped is None:
             catalog.counts["filtered"] += 1
+            if not catalog.options.delete_filtered:
+                catalog.read_row(record)
             return
-        record_id = mapped.get(catalog.options.id_field)
-        if isinstance(record_id, str):
-            catalog.seen_ids.add(record_id)
+        record_id = catalog.read_row(record, mapped)
         reasons = catalog.validator.reasons(mapped)
         if reasons:
             run.set_aside(self.stream_name, reasons, record, mapped, "validation")
@@ -78,6 +80,8 @@ class CatalogSink(InteractionsSink):
         encoded = self.encode_or_set_aside(mapped, record)
         if encoded is None:
             return
+        record_id = t.cast("str", record_id)  # validated: a non-empty string
+        catalog.rejected_rows.valid(record_id)
         digest = content_hash(mapped)
         if catalog.is_unchanged(record_id, digest):
             catalog.counts["unchanged"] += 1

@@ -1,13 +1,15 @@
 """Catalog streams at run time: the sink, change detection, task waits and deletes.
 
-A catalog stream's record goes: mapping -> validation (invalid ones to the rejects file)
--> content hash (unchanged since Miso last accepted it: not sent) -> batch of
+A catalog stream's record goes: mapping -> validation (invalid ones to the rejects file,
+unless an earlier run wrote the same row there: ``rejected.py``) -> content hash
+(unchanged since Miso last accepted it: not sent) -> batch of
 ``catalog_batch_size_rows`` records and at most ``max_request_bytes`` -> the target's
 ``Delivery`` (same retries, 422 recovery and STATE barrier as interactions) ->
 ``POST /v1/products`` or ``/v1/users``. At each checkpoint, after delivery settled, the
 hashes of accepted records are committed (with ``wait_for_tasks``, once their task is done).
 On a full-table sync (ACTIVATE_VERSION) ids missing from the source may be deleted
-(``deletes.py``).
+(``deletes.py``); every row read counts as present, whether it was sent, unchanged, set
+aside or skipped by the filter.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from target_miso.catalog.deletes import CatalogError, delete_missing
 from target_miso.catalog.hashes import CatalogHashes, environment_key
 from target_miso.catalog.mapping import CatalogMapping, CatalogOptions, stream_kind
+from target_miso.catalog.rejected import RejectedRows
 from target_miso.catalog.schema import CatalogValidator
 from target_miso.mappings import options_for
 
@@ -56,7 +59,8 @@ CATALOG_SETTINGS = [
         default=DEFAULT_CATALOG_STORE,
         title="Catalog hash store",
         description="SQLite file with a content hash per product and user Miso accepted, so "
-        "later runs send only changed records (relative to the working directory; keep it on "
+        "later runs send only changed records, and the rows set aside, so an unchanged one is "
+        "not written to the rejects file again (relative to the working directory; keep it on "
         "a persistent volume). null: every record is sent on every run. See docs/catalog.md.",
     ),
     th.Property(
@@ -66,7 +70,7 @@ CATALOG_SETTINGS = [
         title="Wait for catalog tasks",
         description="At each checkpoint, poll the task of every product/user upload and "
         "delete (`/_status/{task_id}`) until it is done; a failed task stops the run "
-        "without STATE.",
+        "without STATE. An answer without a task id is logged as a warning.",
     ),
     th.Property(
         "task_wait_seconds",
@@ -121,8 +125,14 @@ class CatalogStream:
         self.mapping = CatalogMapping(options, stream_name)
         self.validator = CatalogValidator(options.kind)
         self.counts: collections.Counter[str] = collections.Counter()
-        #: Every id read in this run (valid or not): deletes never touch them.
+        #: Every id read in this run (sent, unchanged, set aside or filtered): deletes never
+        #: touch them.
         self.seen_ids: set[str] = set()
+        #: Rows of the current read whose id could not be computed: any id in Miso could be
+        #: theirs, so the read deletes nothing.
+        self.unnamed_rows = 0
+        self.rejected_rows = RejectedRows(catalogs.hashes, stream_name)
+        self._warned_no_task: set[str] = set()
         #: A start-of-table ACTIVATE_VERSION arrived: delete at the end of the read.
         self.full_table_pending = False
         self.would_delete: list[str] = []
@@ -131,6 +141,51 @@ class CatalogStream:
         self._accepted: dict[str, str] = {}
         self._tasks: list[tuple[str, dict[str, str]]] = []
         self._forget: set[str] = set()
+
+    def read_row(self, record: object, mapped: dict[str, t.Any] | None = None) -> str | None:
+        """Count a row's id as read, so that no delete touches it; compute it if need be.
+
+        Args:
+            record: The row as the tap sent it.
+            mapped: Its mapped record, when the mapping got that far.
+
+        Returns:
+            The row's id, or None when it has none or it cannot be computed.
+
+        """
+        if mapped is not None:
+            record_id = mapped.get(self.options.id_field)
+        else:
+            try:
+                record_id = self.mapping.record_id(record)  # type: ignore[arg-type]
+            except Exception:  # whatever fails, the row has no known id
+                self.unnamed_rows += 1
+                return None
+        if not isinstance(record_id, str) or not record_id:
+            return None
+        self.seen_ids.add(record_id)
+        return record_id
+
+    def rejected_before(
+        self, reasons: list[str], source: object, mapped: dict[str, t.Any] | None
+    ) -> bool:
+        """Take note of a row being set aside: count its id as read, and look up its past.
+
+        Args:
+            reasons: Why it is set aside.
+            source: The row as the tap sent it.
+            mapped: Its mapped record, if any.
+
+        Returns:
+            True when an earlier run wrote this row with these reasons to the rejects file:
+            it is then only counted (``still rejected``), not written again.
+
+        """
+        record_id = self.read_row(source, mapped)
+        if self.rejected_rows.is_repeat(record_id, source, reasons):
+            self.counts["still_rejected"] += 1
+            return True
+        return False
 
     def is_unchanged(self, record_id: str, digest: str) -> bool:
         """Tell whether Miso already has this exact record (or it is on its way).
@@ -166,12 +221,36 @@ class CatalogStream:
 
         """
         accepted = dict(keys[p] for p in positions)
+        if self.catalogs.wait_for_tasks and not task_id:
+            self.no_task_to_wait_for(f"POST {self.path}", len(accepted))
         with self._lock:
             self.counts["sent"] += len(accepted)
             if self.catalogs.wait_for_tasks and task_id:
                 self._tasks.append((task_id, accepted))
             else:
                 self._accepted.update(accepted)
+
+    def no_task_to_wait_for(self, endpoint: str, records: int) -> None:
+        """Say that ``wait_for_tasks`` cannot wait: Miso's answer carried no task id.
+
+        Args:
+            endpoint: The request, e.g. ``POST /v1/products``.
+            records: How many records (or ids) the request carried.
+
+        """
+        with self._lock:
+            self.counts["no_task"] += records
+            first = endpoint not in self._warned_no_task
+            self._warned_no_task.add(endpoint)
+        if first:
+            self.catalogs.logger.warning(
+                "Stream '%s': %s answered without data.task_id, so wait_for_tasks cannot "
+                "check that Miso processed its %d record(s); they count as done on the HTTP "
+                "answer alone (later answers like it are counted in the run summary)",
+                self.name,
+                endpoint,
+                records,
+            )
 
     def commit(self) -> None:
         """Every batch handed out settled: wait for tasks if asked, then save the hashes.
@@ -192,15 +271,30 @@ class CatalogStream:
             forget, self._forget = self._forget, set()
         if not self.catalogs.dry_run:
             self.catalogs.hashes.save(self.kind, accepted, forget)
+        self.rejected_rows.commit(save=not self.catalogs.dry_run)
 
     def run_deletes(self) -> None:
         """Run the deletes once the full-table read is over: what Miso has and the read did not."""
         self.full_table_pending = False
+        self.rejected_rows.full_read_done()
+        unnamed, self.unnamed_rows = self.unnamed_rows, 0
         if not self.options.delete_missing:
             self.catalogs.logger.info(
                 "Stream '%s': full-table sync ended; delete_missing is off, nothing deleted",
                 self.name,
             )
+            self.seen_ids = set()
+            return
+        if unnamed:
+            self.catalogs.logger.warning(
+                "Stream '%s': %d row(s) of the full-table sync were set aside before their "
+                "%s could be computed (see the rejects file); any record in Miso could be "
+                "one of them, so nothing is deleted this run",
+                self.name,
+                unnamed,
+                self.options.id_field,
+            )
+            self.counts["deletes_held"] += unnamed
             self.seen_ids = set()
             return
         run = self.catalogs.run
@@ -217,6 +311,8 @@ class CatalogStream:
             self.counts["deleted"] += outcome.deleted
             with self._lock:
                 self._forget |= set(outcome.missing)
+            if outcome.without_task_id and self.catalogs.wait_for_tasks:
+                self.no_task_to_wait_for(f"POST {self.path}/_delete", outcome.without_task_id)
             if outcome.task_ids and self.catalogs.wait_for_tasks:
                 self.catalogs.wait_for(self, outcome.task_ids)
         with self._lock:
@@ -235,6 +331,21 @@ class CatalogStream:
         ]
         if self.counts["filtered"]:
             parts.append(f"{self.counts['filtered']} filtered out")
+        if self.counts["still_rejected"]:
+            parts.append(
+                f"{self.counts['still_rejected']} still rejected (unchanged since an earlier "
+                "run wrote them to the rejects file; not written again)"
+            )
+        if self.counts["deletes_held"]:
+            parts.append(
+                f"no deletes: {self.counts['deletes_held']} row(s) without a computable "
+                f"{self.options.id_field}"
+            )
+        if self.counts["no_task"]:
+            parts.append(
+                f"{self.counts['no_task']} record(s) or id(s) answered without a task id "
+                "(not waited for)"
+            )
         if self.counts["deleted"]:
             parts.append(f"{self.counts['deleted']} deleted")
         if self.would_delete:
@@ -365,8 +476,47 @@ class Catalogs:
         else:
             catalog.full_table_pending = True
 
+    def rejected_before(
+        self,
+        stream: str,
+        reasons: list[str],
+        source: object,
+        mapped: object,
+    ) -> bool:
+        """Take note of a row being set aside (``CatalogStream.rejected_before``).
+
+        Args:
+            stream: The Singer stream.
+            reasons: Why it is set aside.
+            source: The row.
+            mapped: The mapped record, if any.
+
+        Returns:
+            True when it need not be written to the rejects file again.
+
+        """
+        catalog = self.streams.get(stream)
+        if catalog is None:
+            return False
+        record = mapped if isinstance(mapped, dict) else None
+        return catalog.rejected_before(reasons, source, record)
+
     def finish(self) -> None:
-        """Run, at the end of input, the deletes of full-table reads announced at their start."""
+        """Run, at the end of input, the deletes of full-table reads announced at their start.
+
+        Rows still rejected (unchanged since an earlier run) are reported here, once per
+        stream: they are not written to the rejects file again, and are still not delivered.
+        """
+        for catalog in self.streams.values():
+            if catalog.counts["still_rejected"]:
+                self.logger.warning(
+                    "Stream '%s': %d row(s) are still set aside, unchanged since an earlier "
+                    "run wrote them and their reasons to the rejects file %s (not written "
+                    "again; they are not delivered until the rows are fixed)",
+                    catalog.name,
+                    catalog.counts["still_rejected"],
+                    self.run.config["rejects_path"],
+                )
         pending = [c for c in self.streams.values() if c.full_table_pending]
         if not pending:
             return

@@ -12,6 +12,7 @@ import importlib
 import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
+from target_miso.mappings.meltano_keys import check_split_stream_names, dotted_key_hint
 
 __all__ = [
     "PRESETS",
@@ -160,6 +161,8 @@ def check_mappings(mappings: t.Mapping[str, t.Any]) -> None:
         raise MappingConfigError("mappings", "must be an object of stream name -> options")
     from target_miso.catalog.mapping import CatalogOptions, stream_kind  # noqa: PLC0415 - import cycle
 
+    check_split_stream_names(mappings)  # before the options: their errors would mislead
+
     for key, options in mappings.items():
         if options is not None and not isinstance(options, dict):
             raise MappingConfigError(f"mappings.{key}", "must be an object of options")
@@ -187,6 +190,6 @@ def _check_auto_options(path: str, options: t.Mapping[str, t.Any]) -> None:
     if unknown:
         reason = (
             "unknown option (preset auto takes the options of the preset it recognises: "
-            f"{', '.join(allowed)})"
+            f"{', '.join(allowed)}){dotted_key_hint(unknown[0], options[unknown[0]])}"
         )
         raise MappingConfigError(f"{path}.{unknown[0]}", reason)

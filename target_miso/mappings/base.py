@@ -53,6 +53,39 @@ class MappingError(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+        #: One sentence per failing field (several when ``MappingErrors`` gathers them).
+        self.reasons = [f"{field}: {reason}"]
+
+
+class MappingErrors(MappingError):
+    """Several fields of one record failed: the reject names every one, not just the first."""
+
+    def __init__(self, errors: t.Sequence[MappingError]) -> None:
+        """Gather the errors.
+
+        Args:
+            errors: At least two errors of the same record.
+
+        """
+        super().__init__(errors[0].field, errors[0].reason)
+        self.reasons = [reason for error in errors for reason in error.reasons]
+        self.args = ("; ".join(self.reasons),)
+
+
+def raise_errors(errors: t.Sequence[MappingError]) -> None:
+    """Raise the errors of one record together (nothing when there are none).
+
+    Args:
+        errors: The errors gathered while mapping the record.
+
+    Raises:
+        MappingError: The one error, or a ``MappingErrors`` naming each.
+
+    """
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise MappingErrors(errors)
 
 
 class MappingConfigError(ValueError):

@@ -14,7 +14,7 @@ import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
 from target_miso.mappings.declarative.fields import build_interaction
-from target_miso.miso.schema import INTERACTION_TYPES, allowed_fields
+from target_miso.miso.schema import INTERACTION_TYPES, ITEM_REQUIRED_TYPES, allowed_fields
 from target_miso.normalize import parse_json_text, to_number
 
 if t.TYPE_CHECKING:
@@ -37,7 +37,9 @@ EVENT_TYPES: dict[str, str] = {
     "share": "share",
 }
 #: Types that say nothing without the items they were about: rows without items are skipped.
-_NEED_ITEMS = frozenset({"impression", "click"})
+_NEED_ITEMS = frozenset({*ITEM_REQUIRED_TYPES, "impression", "click"})
+#: What GA4 writes for a value that was not sent.
+_NOT_SET = "(not set)"
 _VALUE_KEYS = ("string_value", "int_value", "double_value", "float_value")
 _CAMPAIGN_KEYS = ("name", "source", "medium", "term", "content")
 _OPTIONS = ("page_rules", "events", "wishlist_type", "video_events", "video_id_param")
@@ -218,29 +220,42 @@ class GA4Mapping(Mapping):
         if interaction_type is None or interaction_type == "skip":
             self.skipped[f"ga4: event {name or '(none)'} not mapped"] += 1
             return None
-        items = [
-            item
-            for item in _structured(record, "items", list)
-            if isinstance(item, dict) and item.get("item_id") not in (None, "")
-        ]
-        if interaction_type in _NEED_ITEMS and not items:
-            self.skipped[f"ga4: {name} without items"] += 1
-            return None
+        items = self._items(name, record)
         ecommerce = _structured(record, "ecommerce", dict)
         product_ids: object = [item["item_id"] for item in items]
         if not items:
             product_ids = params.get("item_id") or params.get("content_id")
         if interaction_type == "watch":
             product_ids = params.get(self.video_id_param)
+        if interaction_type in _NEED_ITEMS and product_ids in (None, "", []):
+            # A valid GA4 event that Miso cannot take: skipped by design, not set aside.
+            what = self.video_id_param if interaction_type == "watch" else "items"
+            self.skipped[f"ga4: {name} without {what}"] += 1
+            return None
+        if interaction_type == "search" and params.get("search_term") in (None, ""):
+            self.skipped[f"ga4: {name} without search_term"] += 1
+            return None
         fields: dict[str, object] = {
             "product_ids": product_ids,
             "quantities": [item.get("quantity") or 1 for item in items] or None,
             "revenue": _first(ecommerce.get("purchase_revenue"), params.get("value")),
             "search.keywords": params.get("search_term"),
-            "duration": _first(params.get("video_current_time"), params.get("video_duration")),
             "custom_action_name": name,
         }
         return interaction_type, fields
+
+    def _items(self, name: str, record: dict[str, t.Any]) -> list[dict[str, t.Any]]:
+        items = []
+        for index, item in enumerate(_structured(record, "items", list)):
+            if not isinstance(item, dict):
+                reason = f"expected an object, got {type(item).__name__}"
+                raise MappingError(f"items[{index}]", reason)
+            if item.get("item_id") in (None, "", _NOT_SET):
+                # GA4 takes an item named by item_name alone; Miso needs the id. Counted.
+                self.skipped[f"ga4: {name} item without item_id (left out)"] += 1
+            else:
+                items.append(item)
+        return items
 
     @staticmethod
     def _common(record: dict[str, t.Any], params: dict[str, object]) -> dict[str, object]:

@@ -4,6 +4,10 @@ Segment writes each track call twice: into ``tracks`` (common columns only) and 
 event's own table (``order_completed``, ``product_viewed``...) with one column per property.
 Interactions come from the event tables and from ``pages``; ``tracks``, ``identifies`` and
 the other tables give none (counted as skipped), so selecting them does no harm.
+
+In an event table the Spec properties ``url``, ``title`` and ``referrer`` describe the
+event's object (the product's URL, the video's title); the page the event happened on is
+``context_page_*``. Only in ``pages`` are ``url``/``title``/``referrer`` the page itself.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import typing as t
 
 from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
 from target_miso.mappings.declarative.fields import build_interaction
-from target_miso.miso.schema import INTERACTION_TYPES, allowed_fields
+from target_miso.miso.schema import INTERACTION_TYPES, ITEM_REQUIRED_TYPES, allowed_fields
 from target_miso.normalize import parse_json_text, to_number
 
 if t.TYPE_CHECKING:
@@ -37,12 +41,39 @@ EVENT_TYPES: dict[str, str] = {
     "video_content_completed": "watch",
 }
 
+#: Earlier names of the v2 events above, which Segment's e-commerce spec v2 documents as
+#: their aliases (e-commerce spec v1), plus two v1-style names that can mean nothing else.
+V1_ALIASES: dict[str, str] = {
+    "viewed_product": "product_viewed",
+    "added_product": "product_added",
+    "removed_product": "product_removed",
+    "completed_order": "order_completed",
+    "viewed_product_category": "product_list_viewed",
+    "clicked_product": "product_clicked",
+    "refunded_order": "order_refunded",
+    "searched_products": "products_searched",
+}
+#: Keys that name a product, best first: the Spec's database id (v2 ``product_id``, the
+#: camelCase ``productId`` of Segment's own examples, v1 ``id``), then the ``sku``.
+PRODUCT_ID_KEYS = ("product_id", "productId", "id", "sku")
+#: Types that say nothing without the products they were about (besides ITEM_REQUIRED_TYPES).
+_NEED_PRODUCTS = frozenset({*ITEM_REQUIRED_TYPES, "impression", "click"})
+
 #: Tables that hold no interaction of their own.
 NON_EVENT_TABLES = frozenset(
     {"tracks", "identifies", "users", "groups", "aliases", "accounts", "screens"},
 )
 _WISHLIST_EVENTS = ("product_added_to_wishlist",)
-_OPTIONS = ("table", "events", "wishlist_type", "revenue_columns", "rating_max", "page_rules")
+_OPTIONS = (
+    "table",
+    "events",
+    "v1_aliases",
+    "wishlist_type",
+    "revenue_columns",
+    "rating_max",
+    "product_id_keys",
+    "page_rules",
+)
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}$")
 _CAMPAIGN_KEYS = ("name", "source", "medium", "term", "content")
 
@@ -104,8 +135,9 @@ class SegmentMapping(Mapping):
         """Read the options.
 
         Args:
-            options: ``table``, ``events``, ``wishlist_type``, ``revenue_columns``,
-                ``rating_max`` and ``page_rules`` (see docs/mappings.md).
+            options: ``table``, ``events``, ``v1_aliases``, ``wishlist_type``,
+                ``revenue_columns``, ``rating_max``, ``product_id_keys`` and ``page_rules``
+                (see docs/mappings.md).
             stream_name: The Singer stream.
             config_path: ``mappings.<stream>``.
 
@@ -120,6 +152,14 @@ class SegmentMapping(Mapping):
             raise MappingConfigError(f"{config_path}.{unknown[0]}", reason)
         self.table = str(options.get("table") or table_of(stream_name)).lower()
         self.event_types = self._read_events(options)
+        self.aliases = self._read_aliases(options)
+        self.product_id_keys = self._read_keys(options.get("product_id_keys", PRODUCT_ID_KEYS))
+        # Columns are the properties snake_cased by Segment; ``id`` is the messageId there.
+        self.product_id_columns = tuple(
+            dict.fromkeys(
+                snake_case(key) for key in self.product_id_keys if snake_case(key) != "id"
+            ),
+        )
         self.revenue_columns = self._read_columns(
             options.get("revenue_columns", ["total", "revenue"])
         )
@@ -158,12 +198,35 @@ class SegmentMapping(Mapping):
             event_types[snake_case(str(event))] = miso_type
         return event_types
 
+    def _read_aliases(self, options: MappingType[str, t.Any]) -> dict[str, str]:
+        v1_aliases = options.get("v1_aliases", True)
+        if not isinstance(v1_aliases, bool):
+            raise MappingConfigError(f"{self.config_path}.v1_aliases", "expected true or false")
+        if not v1_aliases:
+            return {}
+        # A name given in ``events`` is taken as written, not as the alias of another.
+        overridden = {snake_case(str(event)) for event in options.get("events") or {}}
+        return {old: new for old, new in V1_ALIASES.items() if old not in overridden}
+
     def _read_columns(self, setting: object) -> tuple[str, ...]:
         if isinstance(setting, str):
             setting = [setting]
         if not isinstance(setting, list) or not all(isinstance(c, str) and c for c in setting):
             path = f"{self.config_path}.revenue_columns"
             raise MappingConfigError(path, "expected a list of column names, e.g. [total, revenue]")
+        return tuple(setting)
+
+    def _read_keys(self, setting: object) -> tuple[str, ...]:
+        if isinstance(setting, str):
+            setting = [setting]
+        if (
+            not isinstance(setting, (list, tuple))
+            or not setting
+            or not all(isinstance(key, str) and key for key in setting)
+        ):
+            path = f"{self.config_path}.product_id_keys"
+            reason = "expected a list of keys, best first, e.g. [product_id, productId, id, sku]"
+            raise MappingConfigError(path, reason)
         return tuple(setting)
 
     def _read_page_rules(self, setting: object) -> t.Any:
@@ -215,29 +278,45 @@ class SegmentMapping(Mapping):
             snake_case(record["event_text"]) if record.get("event_text") else self.table
         )
         event = snake_case(str(event))
+        event = self.aliases.get(event, event)
         interaction_type = self.event_types.get(event)
         if interaction_type is None or interaction_type == "skip":
             self.skipped[f"segment: event {event} not mapped"] += 1
             return None
-        products = [p for p in _products(record.get("products")) if _product_id(p) is not None]
-        product_id = _first(record, "product_id", "sku")
+        product_id = _first(record, *self.product_id_columns)
         if product_id is not None:
             product_ids: object = product_id
             quantities: object = record.get("quantity")
         else:
-            product_ids = [_product_id(p) for p in products] or record.get("asset_id")
+            products = self._identified(event, _products(record.get("products")))
+            product_ids = [_first(p, *self.product_id_keys) for p in products]
+            product_ids = product_ids or record.get("asset_id")
             quantities = [p.get("quantity") or 1 for p in products]
         fields: dict[str, object] = {
             "product_ids": product_ids,
             "quantities": quantities,
             "revenue": _first(record, *self.revenue_columns),
             "search.keywords": record.get("query"),
-            "duration": _first(record, "position", "total_length"),
             "custom_action_name": record.get("event_text") or event,
         }
         if record.get("rating") is not None:
             fields["rating"] = _scaled(record["rating"], self.rating_scale)
+        missing = _missing(interaction_type, fields)
+        if missing:
+            # A valid Segment event that Miso cannot take: skipped by design, not set aside.
+            self.skipped[f"segment: {event} without {missing}"] += 1
+            return None
         return interaction_type, fields
+
+    def _identified(self, event: str, products: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+        # The Spec makes every product key optional; a product that names no id is left out
+        # (Miso needs the id) and counted, so a key this preset does not read shows up.
+        kept = [p for p in products if _first(p, *self.product_id_keys) is not None]
+        left_out = len(products) - len(kept)
+        if left_out:
+            keys = ", ".join(self.product_id_keys)
+            self.skipped[f"segment: {event} product without {keys} (left out)"] += left_out
+        return kept
 
     def _page(self, record: dict[str, t.Any]) -> tuple[str, dict[str, object]] | None:
         url = record.get("url") or record.get("context_page_url")
@@ -250,14 +329,22 @@ class SegmentMapping(Mapping):
             return None
         return match.type, dict(match.fields)
 
+    def _page_context(self, record: dict[str, t.Any]) -> dict[str, object]:
+        # url/title/referrer are the page only in ``pages``; elsewhere they are the object's.
+        in_pages = self.table == "pages"
+        return {
+            f"context.page.{key}": _first(record, key, f"context_page_{key}")
+            if in_pages
+            else record.get(f"context_page_{key}")
+            for key in ("url", "referrer", "title")
+        }
+
     def _common(self, record: dict[str, t.Any]) -> dict[str, object]:
         common: dict[str, object] = {
             "user_id": record.get("user_id"),
             "anonymous_id": record.get("anonymous_id"),
             "timestamp": _first(record, "timestamp", "original_timestamp", "received_at"),
-            "context.page.url": _first(record, "url", "context_page_url"),
-            "context.page.referrer": _first(record, "referrer", "context_page_referrer"),
-            "context.page.title": _first(record, "title", "context_page_title"),
+            **self._page_context(record),
             "context.user_agent": record.get("context_user_agent"),
             "context.locale": record.get("context_locale"),
             "context.truncated_ip": truncate_ip(record.get("context_ip")),
@@ -265,6 +352,21 @@ class SegmentMapping(Mapping):
         for key in _CAMPAIGN_KEYS:
             common[f"context.campaign.{key}"] = record.get(f"context_campaign_{key}")
         return common
+
+
+def _missing(interaction_type: str, fields: dict[str, object]) -> str | None:
+    """Say what the Miso type needs that the row does not have, if anything."""
+    if interaction_type in _NEED_PRODUCTS and _empty(fields.get("product_ids")):
+        return f"products (Miso's {interaction_type} needs product ids)"
+    if interaction_type == "search" and _empty(fields.get("search.keywords")):
+        return "a query (Miso's search needs keywords)"
+    if interaction_type == "rate" and fields.get("rating") is None:
+        return "a rating (Miso's rate needs one)"
+    return None
+
+
+def _empty(value: object) -> bool:
+    return value is None or value in ("", [], "[]")
 
 
 def _first(record: dict[str, t.Any], *columns: str) -> object:
@@ -285,12 +387,11 @@ def _products(value: object) -> list[dict[str, t.Any]]:
         return []
     if not isinstance(products, list):
         raise MappingError("products", f"expected a JSON array, got {type(products).__name__}")
-    return [p for p in products if isinstance(p, dict)]
-
-
-def _product_id(product: dict[str, t.Any]) -> object:
-    # Spec v2 says product_id; v1 and many implementations send id or sku.
-    return _first(product, "product_id", "id", "sku")
+    for index, product in enumerate(products):
+        if not isinstance(product, dict):
+            reason = f"expected an object, got {type(product).__name__}"
+            raise MappingError(f"products[{index}]", reason)
+    return products
 
 
 def _scaled(rating: object, scale: float) -> float | int:

@@ -68,6 +68,8 @@ class Faults:
     retry_after: float | None = 0
     #: The status ``/_status/<task_id>`` reports for catalog tasks (e.g. ``failed``).
     task_status: str = "succeeded"
+    #: Answer catalog uploads and deletes without ``data.task_id`` (nothing to wait for).
+    omit_task_id: bool = False
     seed: int | None = None
 
     @classmethod
@@ -412,7 +414,7 @@ class SandboxHandler(http.server.BaseHTTPRequestHandler):
         answer: dict[str, t.Any] = {"message": "success"}
         if lines:
             answer.update(errors=True, data=lines)
-        elif task_id is not None:
+        elif task_id is not None and not store.faults.omit_task_id:
             answer["data"] = {"task_id": task_id}
         return 200, answer
 
@@ -430,7 +432,10 @@ class SandboxHandler(http.server.BaseHTTPRequestHandler):
                 ids = orjson.loads(body)["data"][_CATALOGS[kind] + "s"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 return 422, {"detail": [{"loc": ["body", "data"], "msg": "field required"}]}
-            return 200, {"message": "deleted", "data": {"task_id": store.delete(kind, ids)}}
+            task_id = store.delete(kind, ids)
+            if store.faults.omit_task_id:
+                return 200, {"message": "deleted"}
+            return 200, {"message": "deleted", "data": {"task_id": task_id}}
         if method == "GET" and len(rest) == 2 and rest[0] == "_status":  # noqa: PLR2004
             task = store.tasks.get(rest[1])
             if task is None:

@@ -8,6 +8,7 @@ checks can never disagree about which field belongs to which type.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 import math
 import re
@@ -169,6 +170,21 @@ _FIELD_SCHEMAS: dict[str, dict[str, t.Any]] = {
     "value": {"type": "string"},
     "context": _CONTEXT,
 }
+
+
+def not_finite(value: float | decimal.Decimal) -> str:
+    """Say why NaN or Infinity cannot be sent (JSON has neither; orjson would write null).
+
+    Args:
+        value: A float or Decimal that is not finite.
+
+    Returns:
+        E.g. ``NaN is not a finite number (JSON has no NaN or Infinity)``.
+
+    """
+    nan = value.is_nan() if isinstance(value, decimal.Decimal) else math.isnan(value)
+    shown = "NaN" if nan else ("-Infinity" if value < 0 else "Infinity")
+    return f"{shown} is not a finite number (JSON has no NaN or Infinity)"
 
 
 def allowed_fields(interaction_type: str) -> tuple[str, ...]:
@@ -360,16 +376,51 @@ class InteractionValidator:
             for error in sub.iter_errors(value):
                 path = _field_path(error)
                 where = f"{field}.{path}" if path else field
-                reasons.append(f"{where}: {_describe(error)}")
+                reasons.append(f"{where}: {_describe(error, field, path)}")
         return reasons or ["record: does not match the interaction schema"]
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _is_not_finite(value: object) -> t.TypeGuard[float | decimal.Decimal]:
+    return isinstance(value, (float, decimal.Decimal)) and not (
+        math.isfinite(value) if isinstance(value, float) else value.is_finite()
+    )
+
+
+def _describe(error: jsonschema.ValidationError, field: str, path: str) -> str:
+    """Say which rule a value breaks, in words (jsonschema's anyOf message names none)."""
+    instance = error.instance
+    if _is_not_finite(instance):
+        return not_finite(instance)
     if error.validator == "pattern":
-        return f"{error.instance!r} is not in the expected format"
-    if error.validator == "anyOf" and isinstance(error.instance, dict):
+        return f"{instance!r} is not in the expected format"
+    if field == "search" and not path and error.validator == "anyOf":
         return "needs non-empty keywords or at least one filter"
+    if field == "quantities":
+        return _quantities_problem(instance)
+    if field == "context" and path.startswith("custom_context.") and error.validator == "anyOf":
+        return (
+            f"{_shown(instance)} is not a value custom_context takes (a string, a finite number, "
+            "a boolean, or a list of numbers, of strings or of flat objects)"
+        )
     return error.message
+
+
+def _quantities_problem(value: object) -> str:
+    items = value if isinstance(value, list) else [value]
+    for index, item in enumerate(items):
+        where = f"item {index}: " if isinstance(value, list) else ""
+        if _is_not_finite(item):
+            return where + not_finite(item)
+        if not _is_number(item):
+            return f"{where}{_shown(item)} is not a number; each quantity is a number above 0"
+        if item <= 0:
+            return f"{where}{item} is not above 0; each quantity must be greater than 0"
+    return "expected a number above 0, or a list of them"
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _count_mismatch(record: dict[str, t.Any]) -> list[str]:

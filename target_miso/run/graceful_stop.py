@@ -11,6 +11,11 @@ by the signal through ``signal.set_wakeup_fd``, bounds it: once ``grace_seconds`
 passed, or when a second signal arrives, it ends the process at once with no further
 STATE, so the next run resends what was not confirmed. It takes the output lock first, so
 a STATE line is never cut in half.
+
+A signal that arrives within ``SAME_REQUEST_SECONDS`` of the first is the same request, not a
+second one: an orchestrator that stops a whole process group (Airflow, a shell's Ctrl-C, a
+`kill -- -PGID`) reaches the target directly, and Meltano then forwards the same stop to its
+plugins a few milliseconds later. Only a person or a supervisor insisting is a second signal.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ LOGGER = logging.getLogger("target-miso")
 _STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 #: How long the watchdog waits for a STATE line being written before it exits anyway.
 _OUTPUT_LOCK_WAIT_SECONDS = 5.0
+#: Signals this close to the first one repeat it (measured: Meltano 4.4 forwards a process
+#: group's SIGTERM to the target under 1 ms later).
+SAME_REQUEST_SECONDS = 1.0
 
 
 class GracefulStop:
@@ -107,7 +115,7 @@ class GracefulStop:
             self._watchdog.join(timeout=1)
 
     def _watch(self, read_end: int) -> None:
-        signals = 0
+        first_at: float | None = None
         deadline: float | None = None
         try:
             while True:
@@ -124,15 +132,22 @@ class GracefulStop:
                 for signum in received:
                     if signum not in _STOP_SIGNALS:
                         continue
-                    signals += 1
-                    if signals == 1:
+                    now = time.monotonic()
+                    if first_at is None:
                         LOGGER.warning(
                             "Received signal %d: stopped reading; delivering what was read "
                             "(at most %g s; a second signal stops at once)",
                             signum,
                             self.grace_seconds,
                         )
-                        deadline = time.monotonic() + self.grace_seconds
+                        first_at, deadline = now, now + self.grace_seconds
+                    elif now - first_at < SAME_REQUEST_SECONDS:
+                        LOGGER.info(
+                            "Signal %d again within %g s: the same stop request (forwarded "
+                            "by the orchestrator), not a second one",
+                            signum,
+                            SAME_REQUEST_SECONDS,
+                        )
                     else:
                         self._exit_now(f"a second signal ({signum}) arrived")
         finally:

@@ -53,7 +53,7 @@ def _finite(value: object) -> object:
     return value
 
 
-def _entry_line(entry: dict[str, object]) -> str:
+def entry_line(entry: dict[str, object]) -> str:
     r"""One JSON line for the rejects file, whatever the record holds.
 
     Readable UTF-8 when possible; NaN and Infinity become strings, text with lone
@@ -85,7 +85,11 @@ def _entry_line(entry: dict[str, object]) -> str:
 
 def _without_contents(entry: dict[str, object], error: BaseException) -> str:
     note = f"<not written: {type(error).__name__}>"
-    kept = {**entry, "record": note, "interaction": None if entry["interaction"] is None else note}
+    kept = {
+        **entry,
+        "record": note,
+        "interaction": None if entry.get("interaction") is None else note,
+    }
     return json.dumps(kept, default=_json_default, ensure_ascii=True)
 
 
@@ -188,7 +192,7 @@ class RejectsFile:
             "record": source,
             "interaction": interaction,
         }
-        line = _entry_line(entry)
+        line = entry_line(entry)
         with self._lock:
             if self._file is None:
                 self._file = self._open()

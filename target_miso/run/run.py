@@ -36,6 +36,7 @@ from target_miso.run.checkpoints import Checkpoint, CheckpointQueue
 from target_miso.run.delivery import Delivery
 from target_miso.run.graceful_stop import GracefulStop
 from target_miso.run.rejects import RejectsFile, RejectsWriteError, TooManyRejectsError
+from target_miso.run.resend_guard import ResendGuard
 
 if t.TYPE_CHECKING:
     from target_miso.mappings import Mapping
@@ -120,6 +121,12 @@ class Run:
             on_refused=self._refused,
         )
         self.tally = Tally()
+        self.resend_guard = ResendGuard(
+            config.get("resend_guard_store"),
+            environment_key(config["api_url"], config["api_key"]),
+        )
+        #: Checkpoints taken so far: a batch belongs to the next one (``ResendGuard``).
+        self.checkpoints_taken = 0
         self.catalogs = Catalogs(self)
         self.mappings: dict[str, Mapping] = {}
         #: Set at the end of a run when a ``mappings`` key matched no stream and
@@ -201,6 +208,8 @@ class Run:
             stage: ``mapping``, ``validation`` or ``miso``.
 
         """
+        if self.catalogs.rejected_before(stream, reasons, source, interaction):
+            return  # a catalog row an earlier run set aside unchanged: counted, not rewritten
         self.rejects.add(
             stream=stream,
             reasons=reasons,
@@ -257,6 +266,7 @@ class Run:
         """After a full batch was handed over: release the checkpoints now delivered."""
         if self._checkpoints:
             self._checkpoints.release_ready()
+        self.resend_guard.save()
 
     def checkpoint(self, *, is_endofpipe: bool = False) -> None:
         """Hand everything read so far to delivery; its STATE follows once it is delivered.
@@ -273,6 +283,9 @@ class Run:
             held = mapping.flush()
             if held:
                 self._sink_for(stream_name).add_held(held)
+        # Batches made from here on (the drain makes new ones) belong to the next checkpoint.
+        self.checkpoints_taken += 1
+        number = self.checkpoints_taken
         self._state_at_checkpoint = None
         self._drain_sinks(is_endofpipe)  # hands the latest STATE over through take_state
         if is_endofpipe or self.catalogs.streams:
@@ -281,6 +294,9 @@ class Run:
             self._records_at_last_state = self.tally.records_in
             if self._state_at_checkpoint is not None:
                 self.write_state(self._state_at_checkpoint)
+            if self._state_at_checkpoint is not None or is_endofpipe:
+                # At the end of the input the run is done with what it read, STATE or not.
+                self._resend_guard_covered(None if is_endofpipe else number - 1)
         else:
             self._checkpoints.add(
                 Checkpoint(
@@ -288,6 +304,7 @@ class Run:
                     requests=self.delivery.in_flight(),
                     tokens=tuple((m, m.seal()) for m in self.mappings.values()),
                     records_read=self.tally.records_in,
+                    number=number,
                 ),
             )
         self._records_since_checkpoint = 0
@@ -339,6 +356,14 @@ class Run:
         self._records_at_last_state = checkpoint.records_read
         if checkpoint.state is not None:
             self.write_state(checkpoint.state)
+            self._resend_guard_covered(checkpoint.number - 1)
+
+    def _resend_guard_covered(self, checkpoint: int | None) -> None:
+        # A STATE written after a stop signal may be dropped by the orchestrator (Meltano
+        # does): from then on the guard forgets nothing.
+        if self.stop.requested:
+            self.resend_guard.frozen = True
+        self.resend_guard.covered(checkpoint)
 
     def _wait_for_oldest_checkpoint(self) -> None:
         # Reading has run too far ahead of the last STATE (a request stuck in retries):
@@ -428,6 +453,11 @@ class Run:
         if self._checkpoints:
             self.delivery.wait_idle()
             self._checkpoints.release_ready()
+        if isinstance(error, MappingConfigError) and self.tally.records_in == 0:
+            # A setting found wrong at a stream's SCHEMA, before any record: nothing was
+            # delivered or lost, so no summary and no word about resending to puzzle over.
+            self.logger.error("No record was read before it: fix the setting and run again.")
+            return
         if not self._summary_logged:  # failed while reading: finish() did not log it
             self.log_summary(failed=True)
         self.logger.error(
@@ -440,6 +470,7 @@ class Run:
         self.delivery.close()
         self.client.close()
         self.rejects.close()
+        self.resend_guard.close()
         for mapping in self.mappings.values():
             mapping.close()
         self.catalogs.close()
@@ -490,6 +521,13 @@ class Run:
         ]
         if self.rejects.by_reason:
             lines.insert(3, "set aside by reason:" + _count_lines(self.rejects.by_reason))
+        not_resent = sum(self.resend_guard.skipped.values())
+        if not_resent:
+            lines.insert(
+                3,
+                f"not sent again: {not_resent} interactions that a stopped or failed earlier "
+                "run had delivered after its last saved STATE (resend_guard_store)",
+            )
         if skipped:
             lines.insert(3, "skipped by design:" + _count_lines(skipped))
         for stream, count in sorted(self.delivery.accepted.items()):

@@ -147,6 +147,8 @@ def test_the_fast_check_agrees_with_jsonschema(
          "mappings.s.delete_missing: expected true or false, got 'yes'"),
         ({"kind": "products", "fields": {"product_id": "id"}, "max_delete_fraction": 2},
          "mappings.s.max_delete_fraction: expected a number from 0 to 1, got 2"),
+        ({"kind": "products", "fields": {"product_id": "id"}, "delete_filtered": 1},
+         "mappings.s.delete_filtered: expected true or false, got 1"),
     ],
 )  # fmt: skip
 def test_catalog_entry_mistakes_name_the_setting(entry: dict[str, t.Any], message: str) -> None:
@@ -172,7 +174,7 @@ def test_values_take_the_shape_of_their_miso_field() -> None:
             "published_at": "published",
             "location": "loc",
             "custom_attributes.pages": "pages",
-            "custom_attributes.meta": "meta",
+            "custom_attributes.meta": {"column": "meta", "json": True},
             "size": "size",
         },
     )
@@ -201,6 +203,66 @@ def test_values_take_the_shape_of_their_miso_field() -> None:
         "custom_attributes": {"pages": 300, "meta": {"a": 1}},
         "size": "42",
     }
+
+
+def test_custom_attributes_keep_the_type_of_their_source() -> None:
+    # Miso wants one type per attribute across the catalog: text that looks like a number or
+    # JSON stays text; JSON text is parsed only where the mapping says `json: true`.
+    mapping = product_mapping(
+        {
+            "product_id": "sku",
+            "custom_attributes.designer": "designer",
+            "custom_attributes.model_no": "model_no",
+            "custom_attributes.note": "note",
+            "custom_attributes.weight": "weight",
+            "custom_attributes.pages": "pages",
+            "custom_attributes.adult": "adult",
+            "custom_attributes.specs": {"column": "specs", "json": True},
+            "custom_attributes.sizes": "sizes",
+        },
+    )
+    row = {
+        "sku": 1,
+        "designer": "Ana Ruiz",
+        "model_no": "8841",
+        "note": '{"not": "parsed"}',
+        "weight": decimal.Decimal("1.25"),
+        "pages": 300,
+        "adult": False,
+        "specs": '{"cotton": 0.8, "sizes": ["S", "M"]}',
+        "sizes": ["S", "M"],
+    }
+    assert mapping.map(row)["custom_attributes"] == {
+        "designer": "Ana Ruiz",
+        "model_no": "8841",
+        "note": '{"not": "parsed"}',
+        "weight": 1.25,
+        "pages": 300,
+        "adult": False,
+        "specs": {"cotton": 0.8, "sizes": ["S", "M"]},
+        "sizes": ["S", "M"],
+    }
+    with pytest.raises(MappingError) as raised:
+        mapping.map({**row, "specs": "Ana Ruiz"})
+    assert str(raised.value) == "custom_attributes.specs: 'Ana Ruiz' is not valid JSON"
+    assert "specs" not in mapping.map({**row, "specs": None})["custom_attributes"]
+
+
+def test_json_takes_true_or_false() -> None:
+    with pytest.raises(MappingConfigError) as raised:
+        product_mapping({"product_id": "sku", "custom_attributes.x": {"column": "x", "json": 1}})
+    assert str(raised.value).startswith(
+        "mappings.s.fields.custom_attributes.x.json: expected true or false"
+    )
+
+
+def test_the_id_alone_is_computed_as_the_mapping_computes_it() -> None:
+    mapping = product_mapping({"product_id": "'p-' + str(sku)", "sale_price": "price"})
+    assert mapping.record_id({"sku": decimal.Decimal("7"), "price": "N/A"}) == "p-7"
+    assert product_mapping({"product_id": "sku"}).record_id({"sku": 12}) == "12"
+    assert product_mapping({"product_id": "sku"}).record_id({"sku": None}) is None
+    with pytest.raises(MappingError):
+        product_mapping({"product_id": "'p-' + sku"}).record_id({"sku": 7})
 
 
 def test_a_flat_category_path_becomes_one_category() -> None:

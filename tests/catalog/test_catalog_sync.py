@@ -470,3 +470,213 @@ def test_a_record_deleted_behind_the_target_is_sent_again_after_a_full_sync(
     healed = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
     assert "10 read, 1 sent and accepted, 9 unchanged" in healed.stderr
     assert sandbox.products["p-5"] == expected_product(5)
+
+
+# --- Custom attributes keep their source type ---------------------------------------------
+
+
+def test_custom_attributes_arrive_with_the_type_of_their_column(
+    tmp_path: Path, sandbox: Sandbox, products_config
+) -> None:
+    fields = {
+        **PRODUCT_MAPPING["fields"],
+        "custom_attributes.designer": "designer",
+        "custom_attributes.model_no": "model_no",
+        "custom_attributes.in_stock": "in_stock",
+        "custom_attributes.specs": {"column": "specs", "json": True},
+    }
+    config = products_config(fields=fields)
+    schema = {"type": "object", "properties": {
+        **PRODUCT_SCHEMA["properties"],
+        "designer": {"type": ["string", "null"]},
+        "model_no": {"type": ["string", "null"]},
+        "specs": {"type": ["string", "null"]},
+    }}  # fmt: skip
+    rows = [
+        product_row(1, designer="Ana Ruiz", model_no="8841", specs='{"cotton": 0.8}'),
+        product_row(2, designer="Bo", model_no="0077", specs="not json"),
+    ]
+    result = run(config, catalog_input("products", schema, rows))
+
+    assert result.returncode == 0, result.stderr
+    assert sandbox.products == {
+        "p-1": expected_product(
+            1,
+            custom_attributes={"designer": "Ana Ruiz", "model_no": "8841", "in_stock": False,
+                               "specs": {"cotton": 0.8}},
+        ),
+    }  # fmt: skip
+    rejects = read_rejects(tmp_path / "rejects.jsonl")
+    assert [(r["stage"], r["reasons"]) for r in rejects] == [
+        ("mapping", ["custom_attributes.specs: 'not json' is not valid JSON"]),
+    ]
+
+
+# --- No row read in the run is deleted --------------------------------------------------
+
+
+@pytest.mark.parametrize("position", ["start", "end"])
+def test_a_row_set_aside_by_the_mapping_is_not_deleted(
+    tmp_path: Path, sandbox: Sandbox, products_config, position: str
+) -> None:
+    config = products_config(delete_missing=True)
+    rows = [product_row(sku) for sku in range(10)]
+    first = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table=position))
+    assert first.returncode == 0, first.stderr
+
+    rows[3] = product_row(3, price="N/A")  # the mapping cannot make a sale_price of it
+    second = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table=position))
+
+    assert second.returncode == 0, second.stderr
+    assert sandbox.stats()["deleted"]["products"] == []
+    assert sandbox.products["p-3"] == expected_product(3)  # the live product stays as it was
+    rejects = read_rejects(tmp_path / "rejects.jsonl")
+    assert [(r["stage"], r["record"]["sku"], r["reasons"]) for r in rejects] == [
+        ("mapping", 3, ["sale_price: 'N/A' is not a number"]),
+    ]
+
+
+def test_rows_the_filter_skips_are_not_deleted_unless_asked(
+    sandbox: Sandbox, products_config
+) -> None:
+    rows = [product_row(sku) for sku in range(10)]
+    run(products_config(), catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    assert len(sandbox.products) == 10
+
+    # sku 4 is hidden now: skipped by the filter, so not sent, and kept in Miso ...
+    hidden = [product_row(sku, name=f"Hidden {sku}") if sku == 4 else row
+              for sku, row in enumerate(rows)]  # fmt: skip
+    keep = products_config(delete_missing=True, filter="not name.startswith('Hidden')")
+    kept = run(keep, catalog_input("products", PRODUCT_SCHEMA, hidden, full_table="end"))
+    assert kept.returncode == 0, kept.stderr
+    assert sandbox.stats()["deleted"]["products"] == []
+    assert sandbox.products["p-4"] == expected_product(4)
+    assert "10 read, 0 sent and accepted, 9 unchanged (not sent), 1 filtered out" in kept.stderr
+
+    # ... unless delete_filtered says a filtered row is gone from the catalog.
+    drop = products_config(
+        delete_missing=True, filter="not name.startswith('Hidden')", delete_filtered=True
+    )
+    dropped = run(drop, catalog_input("products", PRODUCT_SCHEMA, hidden, full_table="end"))
+    assert dropped.returncode == 0, dropped.stderr
+    assert sandbox.stats()["deleted"]["products"] == ["p-4"]
+
+
+def test_a_row_without_a_computable_id_holds_every_delete(
+    tmp_path: Path, sandbox: Sandbox, products_config
+) -> None:
+    fields = {**PRODUCT_MAPPING["fields"], "product_id": "'p-' + str(int(sku))"}
+    config = products_config(delete_missing=True, fields=fields)
+    rows = [product_row(sku) for sku in range(10)]
+    run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="start"))
+
+    # Row 2's sku is broken: it could be any product, so not even p-7 (gone) is deleted.
+    changed = [{**rows[2], "sku": "2x"}] + [row for row in rows if row["sku"] not in (2, 7)]
+    result = run(config, catalog_input("products", PRODUCT_SCHEMA, changed, full_table="start"))
+
+    assert result.returncode == 0, result.stderr
+    assert sandbox.stats()["deleted"]["products"] == []
+    assert len(sandbox.products) == 10
+    assert (
+        "Stream 'products': 1 row(s) of the full-table sync were set aside before their "
+        "product_id could be computed"
+    ) in result.stderr
+    assert "no deletes: 1 row(s) without a computable product_id" in result.stderr
+    assert sandbox.stats()["requests_by_path"]["/v1/products/_ids"] == 1  # the first run's
+
+
+# --- Rows set aside once are not written again while unchanged ----------------------------
+
+
+def test_an_unchanged_invalid_row_is_written_to_the_rejects_file_once(
+    tmp_path: Path, sandbox: Sandbox, products_config
+) -> None:
+    fields = {**PRODUCT_MAPPING["fields"], "product_id": "'p-' + str(int(sku))", "url": "link"}
+    config = products_config(fields=fields)
+    link = {"link": {"type": ["string", "null"]}}
+    schema = {"type": "object", "properties": {**PRODUCT_SCHEMA["properties"], **link}}
+    rejects_path = tmp_path / "rejects.jsonl"
+    rows = [product_row(sku) for sku in range(10)]
+    rows[2] = product_row(2, link="no url")  # refused at validation
+    rows[3] = product_row(3, price="N/A")  # refused by the mapping
+    rows[5] = {**rows[5], "sku": "five"}  # no id at all: remembered by its content
+    runs = [run(config, catalog_input("products", schema, rows, full_table="end"))
+            for _ in range(3)]  # fmt: skip
+
+    assert [r.returncode for r in runs] == [0, 0, 0]
+    assert [(r["stage"], r["record"]["sku"]) for r in read_rejects(rejects_path)] == [
+        ("validation", 2),
+        ("mapping", 3),
+        ("mapping", "five"),
+    ]
+    assert "still rejected" not in runs[0].stderr
+    for later in runs[1:]:
+        assert "set aside: 0" in later.stderr
+        assert "3 still rejected (unchanged since an earlier run wrote them" in later.stderr
+        assert (
+            "Stream 'products': 3 row(s) are still set aside, unchanged since an earlier run "
+            f"wrote them and their reasons to the rejects file {rejects_path}"
+        ) in later.stderr
+
+    # A changed row is written again; a fixed row is sent and forgotten, so that breaking
+    # it again the same way writes it again.
+    rows[3] = product_row(3, price="free")
+    rows[2] = product_row(2)
+    changed = run(config, catalog_input("products", schema, rows, full_table="end"))
+    assert "1 sent and accepted" in changed.stderr
+    assert "1 still rejected" in changed.stderr
+    rows[2] = product_row(2, link="no url")
+    broken = run(config, catalog_input("products", schema, rows, full_table="end"))
+    assert [(r["stage"], r["record"]["sku"]) for r in read_rejects(rejects_path)[3:]] == [
+        ("mapping", 3),
+        ("validation", 2),
+    ]
+    assert "2 still rejected" in broken.stderr  # sku 3 ("free") and the row without an id
+
+
+def test_a_row_gone_from_a_full_read_is_forgotten_and_written_again_if_it_returns(
+    tmp_path: Path, sandbox: Sandbox, products_config
+) -> None:
+    config = products_config()
+    bad = product_row(3, price="N/A")
+    rows = [product_row(1), bad]
+    run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    run(config, catalog_input("products", PRODUCT_SCHEMA, rows[:1], full_table="end"))
+    back = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    assert "still rejected" not in back.stderr
+    assert len(read_rejects(tmp_path / "rejects.jsonl")) == 2
+
+
+# --- wait_for_tasks says when there is no task to wait for -------------------------------
+
+
+def test_wait_for_tasks_warns_when_an_answer_carries_no_task_id(
+    tmp_path: Path, sandbox_factory
+) -> None:
+    sandbox = sandbox_factory(omit_task_id=True)
+    config = write_config(
+        tmp_path,
+        sandbox.url,
+        catalog_store=str(tmp_path / "h.sqlite"),
+        catalog_batch_size_rows=2,
+        wait_for_tasks=True,
+        mappings={"products": {**PRODUCT_MAPPING, "delete_missing": True,
+                               "max_delete_fraction": 0.5}},
+    )  # fmt: skip
+    rows = [product_row(sku) for sku in range(5)]
+    first = run(config, catalog_input("products", PRODUCT_SCHEMA, rows, full_table="end"))
+    second = run(config, catalog_input("products", PRODUCT_SCHEMA, rows[1:], full_table="end"))
+
+    assert first.returncode == 0, first.stderr
+    assert (
+        "Stream 'products': POST /v1/products answered without data.task_id, so "
+        "wait_for_tasks cannot check that Miso processed its 2 record(s)"
+    ) in first.stderr
+    assert first.stderr.count("answered without data.task_id") == 1  # then only counted
+    assert "5 record(s) or id(s) answered without a task id (not waited for)" in first.stderr
+    assert second.returncode == 0, second.stderr
+    assert sandbox.stats()["deleted"]["products"] == ["p-0"]
+    assert (
+        "Stream 'products': POST /v1/products/_delete answered without data.task_id"
+    ) in second.stderr
+    assert "4 read, 0 sent and accepted, 4 unchanged" in second.stderr  # hashes were kept

@@ -24,7 +24,10 @@ pytestmark = pytest.mark.e2e
 class Meltano:
     """`meltano` in the repo's project, with its own system database and settings from env."""
 
-    def __init__(self, tmp_path: Path, sandbox: Sandbox, **settings: t.Any) -> None:
+    def __init__(
+        self, tmp_path: Path, sandbox: Sandbox, project: Path = ROOT, **settings: t.Any
+    ) -> None:
+        self.project = project  # another project uses this one's installed plugins
         self.env = {
             key: value
             for key, value in os.environ.items()
@@ -37,6 +40,7 @@ class Meltano:
             TARGET_MISO_API_KEY=API_KEY,
             TARGET_MISO_API_URL=sandbox.url,
             TARGET_MISO_REJECTS_PATH=str(tmp_path / "rejects.jsonl"),
+            TARGET_MISO_RESEND_GUARD_STORE=str(tmp_path / "resend-guard.sqlite"),
             TARGET_MISO_RETRY_INITIAL_DELAY="0.01",
             TARGET_MISO_RETRY_MAX_DELAY="0.1",
             TARGET_MISO_MAX_REQUESTS_PER_SECOND="0",
@@ -61,6 +65,8 @@ class Meltano:
                 "PGPASSWORD", "postgres"
             ),  # any value under trust auth
         )
+        if project != ROOT:
+            self.env["MELTANO_SYS_DIR_ROOT"] = str(ROOT / ".meltano")
         self.env.update({key: str(value) for key, value in settings.items()})
 
     def __call__(
@@ -68,7 +74,7 @@ class Meltano:
     ) -> subprocess.CompletedProcess:
         done = subprocess.run(
             [MELTANO, *args],
-            cwd=ROOT,
+            cwd=self.project,
             env=self.env,
             capture_output=True,
             text=True,
@@ -84,7 +90,7 @@ class Meltano:
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
             [MELTANO, *args],
-            cwd=ROOT,
+            cwd=self.project,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

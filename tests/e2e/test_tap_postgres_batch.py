@@ -13,7 +13,12 @@ import typing as t
 import pytest
 
 from tests.helpers import run_target, tap_postgres_output, write_config
-from tests.postgres import connection_settings, database_name, fresh_database
+from tests.postgres import (
+    connection_settings,
+    create_web_events,
+    database_name,
+    fresh_database,
+)
 
 if t.TYPE_CHECKING:
     from pathlib import Path
@@ -30,24 +35,7 @@ ROWS = 3000
 def web_db(meltano_installed: None) -> t.Iterator[None]:
     """A fresh database with web.events: interaction-shaped rows."""
     with fresh_database(DATABASE) as conn:
-        conn.execute(
-            """
-            CREATE SCHEMA web;
-            CREATE TABLE web.events (seq integer PRIMARY KEY, type text, user_id text,
-                "timestamp" timestamptz, product_ids text[]);
-            """,
-        )
-        conn.execute(
-            """
-            INSERT INTO web.events
-                SELECT i, 'product_detail_page_view', 'user-' || (i %% 97),
-                       timestamptz '2024-05-01 10:00:00+00' + i * interval '1 second',
-                       ARRAY['sku-' || i]
-                FROM generate_series(0, %s) AS i
-            """,
-            (ROWS - 1,),
-        )
-        conn.commit()
+        create_web_events(conn, 0, ROWS - 1)
         yield
 
 

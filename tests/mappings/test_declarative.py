@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from target_miso.mappings import MappingError, build_mapping
+from target_miso.mappings import MappingConfigError, MappingError, build_mapping
 from tests.mappings.fixtures import VALIDATOR, read_singer, run_stream
 
 STREAM = "public-events"
@@ -187,6 +187,29 @@ def test_lists_from_a_column_json_text_and_split_paths() -> None:
     ]
 
 
+def test_json_true_parses_text_only_where_it_is_asked() -> None:
+    mappings = {
+        "s": {
+            "preset": "custom",
+            "type": "home_page_view",
+            "fields": {
+                "anonymous_id": "visitor",
+                "context.custom_context.meta": {"column": "meta", "json": True},
+                "context.custom_context.raw": "meta",
+            },
+        },
+    }
+    mapping = build_mapping("s", mappings)
+    (interaction,) = mapping.map({"visitor": "v", "meta": '{"ab": [1, 2]}'})
+    assert interaction["context"]["custom_context"] == {
+        "meta": {"ab": [1, 2]},
+        "raw": '{"ab": [1, 2]}',
+    }
+    with pytest.raises(MappingError) as raised:
+        mapping.map({"visitor": "v", "meta": "oops"})
+    assert str(raised.value) == "context.custom_context.meta: 'oops' is not valid JSON"
+
+
 def test_whole_context_object_is_refined_by_specific_paths_and_not_mutated() -> None:
     mapping = build_mapping(
         "s",
@@ -295,3 +318,198 @@ def test_expressions_use_the_stream_map_helpers_and_record_aliases() -> None:
             "context": {"custom_context": {"stream": "s", "parsed": "v"}},
         },
     ]
+
+
+def _nested(fields: dict) -> dict:
+    """Nest dotted field paths the way Meltano does with the keys of meltano.yml."""
+    nested: dict = {}
+    for path, value in fields.items():
+        *parents, last = path.split(".")
+        place = nested
+        for part in parents:
+            place = place.setdefault(part, {})
+        place[last] = value
+    return nested
+
+
+def test_nested_field_paths_mean_the_same_as_dotted_ones() -> None:
+    # Meltano turns `context.page.url: page_url` in meltano.yml into nested objects, and only
+    # the nested form survives JSON given in TARGET_MISO_MAPPINGS.
+    schema, records = read_singer("custom_events.singer")[STREAM]
+    nested = {
+        **EVENTS_MAPPING,
+        "fields": _nested(EVENTS_MAPPING["fields"]),
+        "type": {
+            **EVENTS_MAPPING["type"],
+            "map": {
+                **EVENTS_MAPPING["type"]["map"],
+                "search": {"type": "search", "fields": {"search": {"keywords": "search_query"}}},
+            },
+        },
+    }
+    assert nested["fields"]["context"]["page"] == {"url": "page_url"}
+    dotted_out, _ = run_stream({STREAM: EVENTS_MAPPING}, STREAM, schema, records)
+    nested_out, _ = run_stream({STREAM: nested}, STREAM, schema, records)
+    assert nested_out == dotted_out
+    assert dotted_out[0]["context"]["page"] == {"url": "https://shop.example/p/sku-1"}
+
+
+def test_a_path_given_both_dotted_and_nested_is_refused() -> None:
+    fields = {"anonymous_id": "a", "context.locale": "x", "context": {"locale": "y"}}
+    with pytest.raises(MappingConfigError) as caught:
+        build_mapping("s", {"s": {"preset": "custom", "type": "home_page_view", "fields": fields}})
+    assert caught.value.path == "mappings.s.fields.context.locale"
+    assert "given twice" in caught.value.reason
+
+
+def test_split_cuts_the_text_of_a_number_and_refuses_a_list() -> None:
+    mapping = build_mapping(
+        "cat",
+        {
+            "cat": {
+                "preset": "custom",
+                "type": "category_page_view",
+                "fields": {"anonymous_id": "v", "category": {"column": "code", "split": "."}},
+            },
+        },
+    )
+    assert mapping.map({"v": "x", "code": decimal.Decimal("12.5")}) == [
+        {"type": "category_page_view", "anonymous_id": "x", "category": ["12", "5"]},
+    ]
+    assert mapping.map({"v": "x", "code": 7})[0]["category"] == ["7"]
+    with pytest.raises(MappingError) as caught:
+        mapping.map({"v": "x", "code": ["a.b"]})
+    assert caught.value.reasons == ["category: split '.' needs text or a number, got a list"]
+
+
+def test_a_reject_names_every_failing_field() -> None:
+    mapping = build_mapping(
+        "orders",
+        {
+            "orders": {
+                "preset": "custom",
+                "type": "checkout",
+                "fields": {
+                    "anonymous_id": "a",
+                    "product_ids": "sku",
+                    "revenue": "price",
+                    "timestamp": "ts",
+                    "quantities": "qty * 2",
+                },
+            },
+        },
+    )
+    with pytest.raises(MappingError) as caught:
+        mapping.map({"a": "v", "sku": "s", "price": "N/A", "ts": "yesterday", "qty": None})
+    assert caught.value.reasons == [
+        "quantities: expression 'qty * 2' failed because 'qty' is null in this record (to "
+        'leave the field out on a null, write "... if qty is not None else None"; '
+        "TypeError: unsupported operand type(s) for *: 'NoneType' and 'int')",
+        "revenue: 'N/A' is not a number",
+        "timestamp: 'yesterday' is not a date-time with seconds",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "shown"),
+    [("float('nan')", "NaN"), ("float('inf')", "Infinity"), ("float(total)", "-Infinity")],
+)
+def test_nan_and_infinity_are_set_aside_naming_the_field(expression: str, shown: str) -> None:
+    mapping = build_mapping(
+        "orders",
+        {
+            "orders": {
+                "preset": "custom",
+                "type": "checkout",
+                "fields": {"anonymous_id": "a", "product_ids": "sku", "revenue": expression},
+            },
+        },
+    )
+    (interaction,) = mapping.map({"a": "v", "sku": "s", "total": "-1e999"})
+    assert VALIDATOR.reasons(interaction) == [
+        f"revenue: {shown} is not a finite number (JSON has no NaN or Infinity)"
+    ]
+
+
+@pytest.mark.parametrize("text", ["NaN", "-Infinity", "1e999"])
+def test_numeric_text_that_is_not_finite_is_a_mapping_error(text: str) -> None:
+    mapping = build_mapping(
+        "orders",
+        {
+            "orders": {
+                "preset": "custom",
+                "type": "checkout",
+                "fields": {"anonymous_id": "a", "product_ids": "sku", "revenue": "total"},
+            },
+        },
+    )
+    with pytest.raises(MappingError) as caught:
+        mapping.map({"a": "v", "sku": "s", "total": text})
+    assert caught.value.reasons[0].endswith("is not a finite number (JSON has no NaN or Infinity)")
+
+
+def test_a_null_dedup_key_never_deduplicates_and_filtered_rows_are_not_remembered() -> None:
+    mapping = build_mapping(
+        "s",
+        {
+            "s": {
+                "preset": "custom",
+                "filter": "keep",
+                "dedup_key": "k",
+                "type": "home_page_view",
+                "fields": {"anonymous_id": "a"},
+            },
+        },
+    )
+    rows = [
+        {"a": "1", "k": None, "keep": True},
+        {"a": "2", "k": None, "keep": True},
+        {"a": "3", "k": "x", "keep": False},
+        {"a": "4", "k": "x", "keep": True},
+        {"a": "5", "k": "x", "keep": True},
+    ]
+    sent = [i["anonymous_id"] for row in rows for i in mapping.map(row)]
+    assert sent == ["1", "2", "4"]
+    assert mapping.skipped == collections.Counter(
+        {"s: filtered out": 1, "s: duplicate dedup_key": 1}
+    )
+
+
+def test_the_dedup_store_remembers_delivered_keys_across_runs(tmp_path) -> None:
+    options = {
+        "preset": "custom",
+        "dedup_key": "event_id",
+        "dedup_store": str(tmp_path / "keys.sqlite"),
+        "type": "product_detail_page_view",
+        "fields": {"anonymous_id": "a", "product_ids": "sku"},
+    }
+
+    def run(rows: list[dict], refused: tuple[str, ...] = ()) -> list[str]:
+        mapping = build_mapping("s", {"s": options})
+        mapping.bind_environment("env-1")
+        sent = []
+        for row in rows:
+            for interaction in mapping.map(row):
+                if row["event_id"] in refused:  # set aside at validation or by Miso
+                    mapping.refused(mapping.kept_source(row))
+                else:
+                    sent.append(interaction["product_ids"][0])
+        mapping.commit(mapping.seal())
+        mapping.close()
+        return sent
+
+    first = [{"event_id": 1, "a": "v", "sku": "p1"}, {"event_id": 2, "a": "v", "sku": "p2"}]
+    assert run(first, refused=(2,)) == ["p1"]
+    # The next incremental run re-reads the boundary row: delivered rows are not sent again,
+    # the refused one is (after a fix), and so is a key of another stream or type.
+    again = [
+        *first,
+        {"event_id": 3, "a": "v", "sku": "p3"},
+        {"event_id": "1", "a": "v", "sku": "q"},
+    ]
+    assert run(again) == ["p2", "p3", "q"]
+    assert run(again) == []
+    other = build_mapping("s", {"s": options})
+    other.bind_environment("env-2")  # another Miso environment: everything is sent there
+    assert len(other.map(first[0])) == 1
+    other.close()

@@ -153,6 +153,18 @@ def _custom(**options: object) -> dict:
             id="segment-unknown-option",
         ),
         pytest.param(
+            {STREAM: {"preset": "segment", "product_id_keys": []}},
+            f"{PATH}.product_id_keys",
+            "expected a list of keys, best first",
+            id="segment-no-product-id-keys",
+        ),
+        pytest.param(
+            {STREAM: {"preset": "segment", "v1_aliases": "yes"}},
+            f"{PATH}.v1_aliases",
+            "expected true or false",
+            id="segment-v1-aliases-not-boolean",
+        ),
+        pytest.param(
             {STREAM: {"preset": "ga4", "video_events": ["video_end"]}},
             f"{PATH}.video_events",
             "expected a list of GA4 video events",
@@ -180,7 +192,8 @@ def test_mistake_is_reported_at_start_up_with_its_path(
 def test_expression_reading_a_column_the_stream_lacks_fails_on_its_schema() -> None:
     schema = {"properties": {"uid": {}, "total": {}}}
     with pytest.raises(MappingConfigError) as caught:
-        build_mapping(STREAM, _custom(fields={"user_id": "uid", "context.locale": "lang"}), schema)
+        fields = {"user_id": "uid", "product_ids": {"const": "p-1"}, "context.locale": "lang"}
+        build_mapping(STREAM, _custom(fields=fields), schema)
     assert caught.value.path == f"{PATH}.fields.context.locale"
     assert "'lang' is not a column of stream 'public-events'" in caught.value.reason
 
@@ -195,3 +208,104 @@ def test_unquoted_constant_is_caught_as_an_unknown_column() -> None:
         build_mapping(STREAM, mappings, schema)
     assert caught.value.path == f"{PATH}.fields.custom_action_name"
     assert "quote constants" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("options", "path", "reason_part"),
+    [
+        pytest.param(
+            {"type": {"column": "act", "map": {"x": "like"}, "default": "custom"}},
+            f"{PATH}.type.default",
+            "type 'custom' needs custom_action_name, and no setting gives it",
+            id="default-custom-without-action-name",
+        ),
+        pytest.param(
+            {"type": [{"when": "a", "type": "rate"}, {"type": "like"}]},
+            f"{PATH}.type[0]",
+            "type 'rate' needs rating",
+            id="rule-rate-without-rating",
+        ),
+        pytest.param(
+            {"type": "search", "fields": {"user_id": "uid"}},
+            f"{PATH}.type",
+            "type 'search' needs search",
+            id="search-without-keywords",
+        ),
+        pytest.param(
+            {"type": "like", "fields": {"user_id": "uid"}},
+            f"{PATH}.type",
+            "needs product_ids (or product_group_ids)",
+            id="item-type-without-products",
+        ),
+        pytest.param(
+            {"type": "home_page_view", "fields": {"timestamp": "ts"}},
+            f"{PATH}.type",
+            "needs user_id or anonymous_id",
+            id="no-user",
+        ),
+    ],
+)
+def test_an_outcome_missing_what_miso_requires_is_refused_at_start_up(
+    options: dict,
+    path: str,
+    reason_part: str,
+) -> None:
+    base = {"preset": "custom", "fields": {"user_id": "uid", "product_ids": "sku"}}
+    with pytest.raises(MappingConfigError) as caught:
+        check_mappings({STREAM: {**base, **options}})
+    assert caught.value.path == path
+    assert reason_part in caught.value.reason
+
+
+def test_required_fields_may_come_from_the_outcome_or_the_shared_fields() -> None:
+    check_mappings(
+        {
+            STREAM: {
+                "preset": "custom",
+                "type": {
+                    "column": "act",
+                    "map": {"x": {"type": "custom", "fields": {"custom_action_name": "act"}}},
+                    "default": "custom",
+                },
+                "fields": {"anonymous_id": "a", "custom_action_name": "'other'"},
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("mappings", "path", "reason_part"),
+    [
+        pytest.param(
+            # `analytics.events:` in meltano.yml, as Meltano hands it over.
+            {"analytics": {"events": {"preset": "ga4"}}},
+            "mappings.analytics",
+            "holds the entry of a stream named 'analytics.events': Meltano split that name at "
+            "its dots into nested objects; write it 'analytics\\.events' in meltano.yml",
+            id="stream-name-with-a-dot",
+        ),
+        pytest.param(
+            {"a": {"b": {"c": {"kind": "products", "fields": {"product_id": "id"}}}}},
+            "mappings.a",
+            "a stream named 'a.b.c'",
+            id="stream-name-with-two-dots",
+        ),
+        pytest.param(
+            # `v1.view: product_detail_page_view` in a value map.
+            _custom(type={"column": "e", "map": {"v1": {"view": "product_detail_page_view"}}}),
+            f"{PATH}.type.map.v1",
+            "if the name 'v1.view' was meant, Meltano split it at the dot into nested objects: "
+            "write it 'v1\\.view' in meltano.yml",
+            id="map-value-with-a-dot",
+        ),
+    ],
+)
+def test_a_name_meltano_split_at_its_dot_is_refused_naming_it(
+    mappings: dict,
+    path: str,
+    reason_part: str,
+) -> None:
+    with pytest.raises(MappingConfigError) as caught:
+        check_mappings(mappings)
+    assert caught.value.path == path
+    assert reason_part in caught.value.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -136,3 +137,116 @@ def test_plain_records_without_stream_exit_1(tmp_path: Path) -> None:
     result = _preview(["--config", str(config)], stdin='{"user_id": "u"}\n')
     assert result.returncode == 1
     assert "line 1: a plain record (not a Singer message) needs --stream" in result.stderr
+
+
+def _strict_json(line: str) -> dict:
+    """Parse one output line as JSON proper: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the output is not JSON: {line}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def _singer(stream: str, columns: list[str], records: list[dict]) -> str:
+    lines = [
+        {"type": "SCHEMA", "stream": stream, "schema": {"properties": {c: {} for c in columns}},
+         "key_properties": []},
+        *({"type": "RECORD", "stream": stream, "record": record} for record in records),
+    ]  # fmt: skip
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+def test_nan_and_infinity_are_set_aside_and_every_line_is_json(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        {
+            "orders": {
+                "preset": "custom",
+                "type": "checkout",
+                "fields": {
+                    "anonymous_id": "a",
+                    "product_ids": "sku",
+                    "context": {"custom_context": {"score": "float(score)"}},
+                },
+            },
+        },
+    )
+    rows = [
+        {"a": "v", "sku": "s1", "score": "nan"},
+        {"a": "v", "sku": "s2", "score": "inf"},
+        {"a": "v", "sku": "s3", "score": "0.5"},
+    ]
+    result = _preview(
+        ["--config", str(config)], stdin=_singer("orders", ["a", "sku", "score"], rows)
+    )
+    assert result.returncode == 0, result.stderr
+    out = [_strict_json(line) for line in result.stdout.splitlines()]
+    assert [entry.get("reasons") for entry in out] == [
+        ["context.custom_context.score: NaN is not a finite number (JSON has no NaN or Infinity)"],
+        ["context.custom_context.score: Infinity is not a finite number (JSON has no NaN or "
+         "Infinity)"],
+        None,
+    ]  # fmt: skip
+    assert out[0]["interaction"]["context"] == {"custom_context": {"score": "nan"}}
+    assert out[2]["interaction"]["context"] == {"custom_context": {"score": 0.5}}
+    assert "interactions: 1\nset aside: 2" in result.stderr
+
+
+def test_catalog_streams_are_previewed_as_products_and_users(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path,
+        {
+            "public-products": {
+                "kind": "products",
+                "filter": "not hidden",
+                "fields": {
+                    "product_id": "sku",
+                    "title": "name",
+                    "sale_price": "price",
+                    "categories": {"column": "path", "split": " > "},
+                },
+            },
+            "public-customers": {"kind": "users", "fields": {"user_id": "sha256(email)"}},
+            STREAM: EVENTS_MAPPING,
+        },
+    )
+    products = [
+        {"sku": 1, "name": "Tent", "price": "120.5", "path": "Outdoor > Tents", "hidden": False},
+        {"sku": 2, "name": "Old", "price": "1", "path": "x", "hidden": True},
+        {"sku": "_bad", "name": "Bad", "price": "2", "path": "x", "hidden": False},
+        {"sku": 3, "name": "Odd", "price": "NaN", "path": "x", "hidden": False},
+    ]
+    lines = _singer("public-products", ["sku", "name", "price", "path", "hidden"], products)
+    lines += _singer("public-customers", ["email"], [{"email": "a@b.c"}])
+    lines += (DATA / "custom_events.singer").read_text(encoding="utf-8")
+    rejects = tmp_path / "rejects.jsonl"
+    result = _preview(["--config", str(config), "--rejects", str(rejects)], stdin=lines)
+    assert result.returncode == 0, result.stderr
+    out = [_strict_json(line) for line in result.stdout.splitlines()]
+    assert out[:2] == [
+        {
+            "stream": "public-products",
+            "product": {
+                "product_id": "1",
+                "title": "Tent",
+                "sale_price": 120.5,
+                "categories": [["Outdoor", "Tents"]],
+            },
+        },
+        {
+            "stream": "public-customers",
+            "user": {"user_id": hashlib.sha256(b"a@b.c").hexdigest()},
+        },
+    ]
+    assert {entry["stream"] for entry in out[2:]} == {STREAM}
+    set_aside = [_strict_json(line) for line in rejects.read_text(encoding="utf-8").splitlines()]
+    assert [(entry["stage"], entry["reasons"]) for entry in set_aside[:2]] == [
+        ("validation", ["product_id: must not start with '_'"]),
+        ("mapping", ["sale_price: NaN is not a finite number (JSON has no NaN or Infinity)"]),
+    ]
+    assert "product records: 1\nuser records: 1\n" in result.stderr
+    assert (
+        "stream public-products: preset catalog products\n  skipped 1: public-products: "
+        "filtered out" in result.stderr
+    )

@@ -114,6 +114,20 @@ def test_catalog_upload_ids_delete_and_task_status(sandbox):
     assert refused.json()["data"] == ["data.0.product_id is invalid. must not start with '_'"]
 
 
+def test_omit_task_id_answers_catalog_requests_without_a_task(sandbox_factory):
+    sandbox = sandbox_factory(omit_task_id=True)
+    upload = post(sandbox, "/v1/products", [{"product_id": "p1"}], headers=HEADERS)
+    deleted = requests.post(
+        f"{sandbox.url}/v1/products/_delete",
+        json={"data": {"product_ids": ["p1"]}},
+        headers=HEADERS,
+        timeout=5,
+    )
+    assert upload.json() == {"message": "success"}
+    assert deleted.json() == {"message": "deleted"}
+    assert sandbox.stats()["deleted"]["products"] == ["p1"]
+
+
 def test_outage_and_drops_are_counted(sandbox_factory):
     outage = sandbox_factory(fail_all_status=503)
     assert post(outage, "/v1/interactions", [interaction(1)], headers=HEADERS).status_code == 503

@@ -126,6 +126,71 @@ def test_quantities_need_one_value_per_product():
     ]
 
 
+@pytest.mark.parametrize(
+    ("interaction_type", "change", "reason"),
+    [
+        pytest.param(
+            "add_to_cart",
+            {"quantities": [-1]},
+            "quantities: item 0: -1 is not above 0; each quantity must be greater than 0",
+            id="negative-quantity",
+        ),
+        pytest.param(
+            "add_to_cart",
+            {"quantities": 0},
+            "quantities: 0 is not above 0; each quantity must be greater than 0",
+            id="zero-quantity",
+        ),
+        pytest.param(
+            "add_to_cart",
+            {"quantities": ["two"]},
+            "quantities: item 0: 'two' is not a number; each quantity is a number above 0",
+            id="text-quantity",
+        ),
+        pytest.param(
+            "checkout",
+            {"revenue": float("nan")},
+            "revenue: NaN is not a finite number (JSON has no NaN or Infinity)",
+            id="nan-revenue",
+        ),
+        pytest.param(
+            "rate",
+            {"rating": float("inf")},
+            "rating: Infinity is not a finite number (JSON has no NaN or Infinity)",
+            id="infinite-rating",
+        ),
+        pytest.param(
+            "add_to_cart",
+            {"quantities": [float("-inf")]},
+            "quantities: item 0: -Infinity is not a finite number (JSON has no NaN or Infinity)",
+            id="infinite-quantity",
+        ),
+        pytest.param(
+            "like",
+            {"context": {"custom_context": {"score": float("nan")}}},
+            "context.custom_context.score: NaN is not a finite number (JSON has no NaN or "
+            "Infinity)",
+            id="nan-in-custom-context",
+        ),
+        pytest.param(
+            "like",
+            {"context": {"custom_context": {"dims": {"w": 1}}}},
+            "context.custom_context.dims: {'w': 1} is not a value custom_context takes (a "
+            "string, a finite number, a boolean, or a list of numbers, of strings or of flat "
+            "objects)",
+            id="object-in-custom-context",
+        ),
+    ],
+)
+def test_a_broken_rule_is_named_in_words(interaction_type, change, reason):
+    # jsonschema says "is not valid under any of the given schemas" for an anyOf, and
+    # "nan is not of type 'number'" for NaN: neither says what to fix.
+    record = {**minimal(interaction_type), **change}
+    if "quantities" in change:
+        record["product_ids"] = ["a"]
+    assert VALIDATOR.reasons(record) == [reason]
+
+
 # --- The hand-written fast check must agree with jsonschema on any record ---------------
 
 _scalars = st.one_of(

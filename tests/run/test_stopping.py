@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from target_miso.run.graceful_stop import SAME_REQUEST_SECONDS
 from tests.helpers import (
     API_KEY,
     interaction,
@@ -218,7 +219,7 @@ def test_a_second_signal_stops_at_once(sandbox_factory, tmp_path):
     target = _started_in_an_outage(sandbox_factory, tmp_path, stop_grace_seconds=120)
 
     target.signal(signal.SIGTERM)
-    time.sleep(0.5)
+    time.sleep(SAME_REQUEST_SECONDS + 0.5)
     target.signal(signal.SIGINT)
     code, states, stderr, took = target.finish(timeout=30)
 
@@ -226,6 +227,28 @@ def test_a_second_signal_stops_at_once(sandbox_factory, tmp_path):
     assert code in {128 + signal.SIGTERM, 128 + signal.SIGINT}
     assert states == []
     assert "a second signal" in stderr
+
+
+def test_a_signal_repeated_at_once_is_the_same_stop_request(sandbox_factory, tmp_path):
+    # A process group's SIGTERM reaches the target directly and again, milliseconds later,
+    # through Meltano's forwarding: that is one request, and the stop stays graceful.
+    sandbox = sandbox_factory(latency_ms=50)
+    config = write_config(tmp_path, sandbox.url, batch_size_rows=50)
+    records = [interaction(i) for i in range(3000)]
+    target = FedTarget(config, singer_input(records, state_every=STATE_EVERY))
+    _wait_for(lambda: len(sandbox.interactions) >= 100)
+
+    target.signal(signal.SIGTERM)
+    time.sleep(0.05)  # back to back, two signals of one kind can merge into one
+    target.signal(signal.SIGTERM)
+    code, states, stderr, _ = target.finish(timeout=60)
+
+    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped at once" not in stderr
+    assert "the same stop request" in stderr
+    promised = _last_seq(states)
+    assert promised >= 0, "the STATE covering what was delivered was written"
+    assert set(range(promised + 1)) <= set(seqs(sandbox.interactions))
 
 
 def test_kill_9_under_faults_resends_at_most_the_stated_window(sandbox_factory, tmp_path):
@@ -264,3 +287,59 @@ def test_kill_9_under_faults_resends_at_most_the_stated_window(sandbox_factory, 
         _resume(config, records, states)
         assert set(seqs(sandbox.interactions)) == set(range(total))
     assert widest > 0, "the kill should land while records were past the last STATE"
+
+
+def _duplicates(interactions) -> dict[int, int]:
+    counts = collections.Counter(seqs(interactions))
+    return {seq: n for seq, n in counts.items() if n > 1}
+
+
+def test_after_a_graceful_stop_the_next_run_sends_nothing_twice(sandbox_factory, tmp_path):
+    # The tap's STATEs are far apart, so much was delivered past the last one when the signal
+    # lands; the tap re-reads all of it. The resend guard skips what Miso already has; only
+    # the bookmark row itself (an inclusive tap re-sends it, and the last STATE covers it)
+    # may come twice.
+    total, state_every = 12_000, 1_500
+    records = [interaction(i) for i in range(total)]
+    sandbox = sandbox_factory(latency_ms=20)
+    config = write_config(tmp_path, sandbox.url, batch_size_rows=100)
+    target = FedTarget(config, singer_input(records, state_every=state_every))
+    _wait_for(lambda: len(sandbox.interactions) >= 2_000)
+    target.signal(signal.SIGTERM)
+    code, states, stderr, _ = target.finish()
+    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    promised = _last_seq(states)
+    assert max(seqs(sandbox.interactions)) > promised, "delivered past the last STATE"
+
+    rerun = run_target(
+        config,
+        singer_input([r for r in records if r["seq"] >= promised], state_every=state_every),
+    )
+
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert set(seqs(sandbox.interactions)) == set(range(total)), "nothing lost"
+    assert set(_duplicates(sandbox.interactions)) <= {promised}
+    assert "not sent again:" in rerun.stderr
+
+
+def test_after_kill_9_the_next_run_resends_only_what_was_unsaved(sandbox_factory, tmp_path):
+    # Without the guard a kill resends everything accepted past the last STATE (up to the
+    # replay bound); with it, only what Miso accepted after the guard's last save: the
+    # batches answered since the last batch was handed over.
+    total, state_every = 12_000, 1_500
+    records = [interaction(i) for i in range(total)]
+    sandbox = sandbox_factory(latency_ms=20)
+    config = write_config(tmp_path, sandbox.url, batch_size_rows=100, max_concurrent_requests=2)
+    target = FedTarget(config, singer_input(records, state_every=state_every))
+    _wait_for(lambda: len(sandbox.interactions) >= 2_000)
+    target.process.kill()
+    _, states, _, _ = target.finish()
+    promised = _last_seq(states)
+    accepted_past_state = {s for s in seqs(sandbox.interactions) if s > promised}
+
+    _resume(config, records, states)
+
+    assert set(seqs(sandbox.interactions)) == set(range(total)), "nothing lost"
+    resent = set(_duplicates(sandbox.interactions)) - {promised}
+    assert len(accepted_past_state) > 300, "the kill landed with much accepted past the STATE"
+    assert len(resent) <= 100 * (2 + 2), f"{len(resent)} of {len(accepted_past_state)} resent"

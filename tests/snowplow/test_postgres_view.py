@@ -115,7 +115,8 @@ def test_narrowed_views_give_the_same_interactions_as_the_full_view(conn):
 
     assert _mapped(narrow) == full
     assert _mapped(as_json, payload_column="payload") == full
-    assert list(as_json[0]) == ["event_id", "collector_tstamp", "app_id", "domain_userid", "payload"]
+    columns = ["event_id", "collector_tstamp", "app_id", "domain_userid", "payload"]
+    assert list(as_json[0]) == columns
     assert len(narrow[0]) == 33, "31 atomic columns and the two envelopes, instead of 130"
     # Only the schemas the preset reads are folded: the ua_parser enrichment and the link
     # click stay in their tables.

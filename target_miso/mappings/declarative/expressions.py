@@ -119,8 +119,22 @@ class Expression:
         try:
             return evaluator.eval(self.text, previously_parsed=self._tree)
         except Exception as error:
-            reason = f"expression {self.text!r} failed: {type(error).__name__}: {error}"
-            raise MappingError(field, reason) from None
+            raise MappingError(field, self._failure(error, scope)) from None
+
+    def _failure(self, error: Exception, scope: Scope) -> str:
+        # The usual cause is a null column ("'NoneType' has no attribute 'split'" says it
+        # badly): name it, and say how to leave the field out instead.
+        nulls = sorted(name for name in self.columns if scope.names.get(name) is None)
+        detail = f"{type(error).__name__}: {error}"
+        if not nulls:
+            return f"expression {self.text!r} failed: {detail}"
+        names = ", ".join(repr(name) for name in nulls)
+        verb = "is" if len(nulls) == 1 else "are"
+        return (
+            f"expression {self.text!r} failed because {names} {verb} null in this record "
+            f'(to leave the field out on a null, write "... if {nulls[0]} is not None else '
+            f'None"; {detail})'
+        )
 
 
 class Scope:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 import typing as t
 
-from target_miso.mappings.base import MappingConfigError, MappingError
+from target_miso.mappings.base import MappingConfigError, MappingError, raise_errors
 from target_miso.mappings.declarative.expressions import Expression
-from target_miso.miso.schema import ALL_FIELDS
+from target_miso.miso.schema import ALL_FIELDS, not_finite
 from target_miso.normalize import as_id_text as _as_text
 from target_miso.normalize import as_list as _as_list
 from target_miso.normalize import normalize_field, parse_json_text, plain, to_number
@@ -50,7 +51,35 @@ _TEXT_FIELDS = frozenset(
 )  # fmt: skip
 _EPOCH_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000}
 _SOURCE_KEYS = ("column", "expr", "const")
-_MODIFIERS = ("key", "split", "epoch", "default")
+_MODIFIERS = ("key", "split", "epoch", "default", "json")
+#: The keys that make an object a value rather than a step in a field path.
+_VALUE_KEYS = frozenset(_SOURCE_KEYS + _MODIFIERS)
+
+
+def field_entries(setting: t.Mapping[str, t.Any]) -> list[tuple[str, object]]:
+    """List the ``(field path, value)`` pairs of a ``fields`` object; nesting spells a path.
+
+    ``{context: {page: {url: page_url}}}`` means ``{context.page.url: page_url}``. That is
+    the form a dotted key takes in Meltano: it splits ``context.page.url`` in meltano.yml
+    into nested objects, and drops it from JSON given in ``TARGET_MISO_MAPPINGS``, where the
+    nested form survives (docs/mappings.md#field-paths-under-meltano). An object holding one of
+    ``column``, ``expr``, ``const`` or a modifier is a value; any other object goes on with
+    the path.
+
+    Args:
+        setting: The ``fields`` object as written.
+
+    Returns:
+        The pairs, in the order written.
+
+    """
+    entries: list[tuple[str, object]] = []
+    for key, value in setting.items():
+        if isinstance(value, dict) and value and not (_VALUE_KEYS & value.keys()):
+            entries.extend((f"{key}.{path}", inner) for path, inner in field_entries(value))
+        else:
+            entries.append((str(key), value))
+    return entries
 
 
 def check_field_path(field_path: str, setting_path: str) -> str:
@@ -93,9 +122,10 @@ class ValueSpec:
     Settings forms: ``"expression"`` (a bare column name is the simplest expression), a
     number or boolean constant, or an object with one of ``column``/``expr``/``const`` and
     the optional modifiers ``key`` (take this key, dotted for nesting, from each object of
-    a list), ``split`` (cut a string into a list), ``epoch`` (``s``/``ms``/``us``: a number
-    of seconds, milliseconds or microseconds since 1970) and ``default`` (used when the
-    value is null or empty).
+    a list), ``split`` (cut a string, or a number's text, into a list), ``epoch``
+    (``s``/``ms``/``us``: a number of seconds, milliseconds or microseconds since 1970),
+    ``default`` (used when the value is null or empty) and ``json`` (``true``: text is parsed
+    as JSON; otherwise text stays text where a field takes any value, as custom attributes do).
     """
 
     def __init__(self, setting: object, path: str) -> None:
@@ -117,6 +147,7 @@ class ValueSpec:
         self.split: str | None = None
         self.epoch: int | None = None
         self.default: object = None
+        self.json = False
         if isinstance(setting, str):
             self.expression = Expression(setting, path)
         elif isinstance(setting, (bool, int, float)):
@@ -159,6 +190,7 @@ class ValueSpec:
                 raise MappingConfigError(f"{path}.epoch", "expected one of s, ms, us")
             self.epoch = _EPOCH_UNITS[setting["epoch"]]
         self.default = setting.get("default")
+        self.json = _flag(setting, "json", path)
 
     @property
     def columns(self) -> frozenset[str]:
@@ -192,13 +224,43 @@ class ValueSpec:
             value = self.default
         if value is None:
             return None
+        if self.json and isinstance(value, str):
+            try:
+                value = parse_json_text(value)
+            except ValueError as error:
+                raise MappingError(field, str(error)) from None
+            if value is None:
+                return None
         if self.epoch is not None:
             value = _from_epoch(value, self.epoch, field)
-        if self.split is not None and isinstance(value, str):
-            value = [part.strip() for part in value.split(self.split) if part.strip()]
+        if self.split is not None:
+            value = _split(value, self.split, field)
         if self.key is not None:
             value = _pluck(value, self.key, field)
         return value
+
+
+def _flag(setting: dict[str, t.Any], name: str, path: str) -> bool:
+    value = setting.get(name, False)
+    if not isinstance(value, bool):
+        raise MappingConfigError(f"{path}.{name}", "expected true or false")
+    return value
+
+
+def _split(value: object, separator: str, field: str) -> list[str]:
+    # A number is split as the text it reads as (ids and codes are often stored as numbers);
+    # a list or an object has no one text to split: a clear reject, not a silent no-op.
+    if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MappingError(field, not_finite(value))
+        try:
+            value = _as_text(value)
+        except ValueError as error:  # a Decimal NaN or Infinity
+            raise MappingError(field, str(error)) from None
+    if not isinstance(value, str):
+        reason = f"split {separator!r} needs text or a number, got a {type(value).__name__}"
+        raise MappingError(field, reason)
+    return [part.strip() for part in value.split(separator) if part.strip()]
 
 
 def _from_epoch(value: object, per_second: int, field: str) -> dt.datetime:
@@ -286,10 +348,11 @@ def build_interaction(interaction_type: str, values: t.Mapping[str, object]) -> 
         The interaction, ready for validation.
 
     Raises:
-        MappingError: If a value cannot take the form Miso needs (names the field).
+        MappingError: If values cannot take the form Miso needs (names every such field).
 
     """
     raw: dict[str, t.Any] = {}
+    errors: list[MappingError] = []
     # Whole objects first (``context``), then the places inside them (``context.page.url``),
     # so that a specific setting refines a whole one whatever the order they were written in.
     for path, value in sorted(values.items(), key=lambda item: item[0].count(".")):
@@ -298,17 +361,19 @@ def build_interaction(interaction_type: str, values: t.Mapping[str, object]) -> 
         try:
             _place(raw, path, value)
         except ValueError as error:
-            raise MappingError(path, str(error)) from None
+            errors.append(MappingError(path, str(error)))
     interaction: dict[str, t.Any] = {"type": interaction_type}
     for field, value in raw.items():
         try:
             normalized = normalize_field(field, value)
         except ValueError as error:
-            raise MappingError(field, str(error)) from None
+            errors.append(MappingError(field, str(error)))
+            continue
         if field == "context" and isinstance(normalized, dict):
             normalized = _clean_context(normalized)
         if normalized is not None:
             interaction[field] = normalized
+    raise_errors(errors)  # every failing field is named, not only the first
     return interaction
 
 

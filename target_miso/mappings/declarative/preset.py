@@ -4,28 +4,48 @@ Shape of the options (every part is checked at start-up)::
 
     filter: "<expression>"          # optional; rows where it is false are skipped
     dedup_key: "<expression>"       # optional; later rows with the same key in a run are skipped
+    dedup_store: <file>             # optional; keys delivered are remembered across runs too
+    dedup_retention_days: 30        # how long a stored key is remembered
     type: <type> | {column|expr: ..., map: {value: <type> | {type, fields}}, default: <type>}
           | [{when: "<expression>", type: <type>, fields: {...}}, ...]   # first match wins
     fields: {<field path>: <value>}  # applied to every interaction whose type accepts them
 
 A ``<type>`` is a Miso interaction type or ``skip``. Field paths and values are described
-in ``fields.py``; expressions in ``expressions.py``.
+in ``fields.py``; expressions in ``expressions.py``. Every type the mapping can produce must
+get the fields Miso requires of it (``custom_action_name`` on ``custom``, ...): a mapping
+that cannot give them is refused at start-up, not row by row.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import typing as t
 
-from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
+from target_miso.mappings.base import Mapping, MappingConfigError, MappingError, raise_errors
 from target_miso.mappings.declarative.expressions import Expression, Scope, new_evaluator
-from target_miso.mappings.declarative.fields import ValueSpec, build_interaction, check_field_path
-from target_miso.miso.schema import INTERACTION_TYPES, allowed_fields
+from target_miso.mappings.declarative.fields import (
+    ValueSpec,
+    build_interaction,
+    check_field_path,
+    field_entries,
+)
+from target_miso.mappings.meltano_keys import dotted_key_hint
+from target_miso.mappings.seen_events import SeenEvents
+from target_miso.miso.schema import (
+    INTERACTION_TYPES,
+    ITEM_FIELDS,
+    ITEM_REQUIRED_TYPES,
+    TYPE_REQUIRED,
+    allowed_fields,
+)
 
 if t.TYPE_CHECKING:
     from collections.abc import Mapping as MappingType
 
 SKIP = "skip"
-_OPTIONS = ("filter", "dedup_key", "type", "fields")
+_OPTIONS = ("filter", "dedup_key", "dedup_store", "dedup_retention_days", "type", "fields")
+_IDENTITY_FIELDS = frozenset({"user_id", "anonymous_id"})
 
 
 class Outcome:
@@ -44,12 +64,12 @@ class Outcome:
         """
         fields: object = {}
         type_path = path
+        self.path = path
         if isinstance(setting, dict):
             unknown = sorted(set(setting) - {"type", "fields", "when"})
             if unknown:
-                raise MappingConfigError(
-                    f"{path}.{unknown[0]}", "unknown option (allowed: type, fields)"
-                )
+                reason = "unknown option (allowed: type, fields)"
+                raise MappingConfigError(f"{path}.{unknown[0]}", reason)
             if "type" not in setting:
                 raise MappingConfigError(path, "missing `type`")
             fields = setting.get("fields") or {}
@@ -95,10 +115,12 @@ def read_fields(setting: object, path: str) -> dict[str, ValueSpec]:
     if not isinstance(setting, dict):
         raise MappingConfigError(path, "expected an object of field -> value")
     specs: dict[str, ValueSpec] = {}
-    for field_path, value in setting.items():
+    for field_path, value in field_entries(setting):  # nested objects spell paths too
         spec_path = f"{path}.{field_path}"
-        check_field_path(str(field_path), spec_path)
-        specs[str(field_path)] = ValueSpec(value, spec_path)
+        check_field_path(field_path, spec_path)
+        if field_path in specs:
+            raise MappingConfigError(spec_path, "given twice (as a dotted path and nested)")
+        specs[field_path] = ValueSpec(value, spec_path)
     return specs
 
 
@@ -142,6 +164,13 @@ class TypeChoice:
             raise MappingConfigError(f"{path}.map", "expected an object of source value -> type")
         source = {key: setting[key] for key in ("column", "expr") if key in setting}
         self.source = ValueSpec(source, path)
+        for value, outcome in setting["map"].items():
+            if isinstance(outcome, dict) and not set(outcome) & {"type", "fields"}:
+                # ``v1.view: like`` in meltano.yml arrives as ``v1: {view: like}``.
+                reason = (
+                    f"expected a Miso type or {{type, fields}}{dotted_key_hint(value, outcome)}"
+                )
+                raise MappingConfigError(f"{path}.map.{value}", reason)
         self.by_value = {
             str(value): Outcome(outcome, f"{path}.map.{value}")
             for value, outcome in setting["map"].items()
@@ -241,7 +270,9 @@ class CustomMapping(Mapping):
         super().__init__(options, stream_name=stream_name, config_path=config_path)
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
-            reason = f"unknown option (allowed: preset, {', '.join(_OPTIONS)})"
+            reason = f"unknown option (allowed: preset, {', '.join(_OPTIONS)})" + dotted_key_hint(
+                unknown[0], options[unknown[0]]
+            )
             raise MappingConfigError(f"{config_path}.{unknown[0]}", reason)
         self.filter = (
             Expression(options["filter"], f"{config_path}.filter") if "filter" in options else None
@@ -254,9 +285,54 @@ class CustomMapping(Mapping):
         self.type_choice = TypeChoice(options.get("type"), f"{config_path}.type")
         self.fields = read_fields(options.get("fields") or {}, f"{config_path}.fields")
         self._check_common_fields()
+        self._check_required_fields()
         self._columns = self._all_columns()
         self._evaluator = new_evaluator()
-        self._seen: set[object] = set()
+        self.dedup_store = options.get("dedup_store")
+        self.seen = self._open_seen(options, config_path)
+
+    def _open_seen(self, options: MappingType[str, t.Any], path: str) -> SeenEvents:
+        """Open the dedup_key store: in memory for the run, or a file kept across runs."""
+        store = self.dedup_store
+        if store is not None and (not isinstance(store, str) or not store.strip()):
+            raise MappingConfigError(f"{path}.dedup_store", "expected a file path or null")
+        if store is not None and self.dedup_key is None:
+            reason = "needs a dedup_key: the store remembers the keys of delivered rows"
+            raise MappingConfigError(f"{path}.dedup_store", reason)
+        retention = options.get("dedup_retention_days", 30)
+        if isinstance(retention, bool) or not isinstance(retention, (int, float)) or retention <= 0:
+            reason = f"expected a number of days above 0, got {retention!r}"
+            raise MappingConfigError(f"{path}.dedup_retention_days", reason)
+        try:
+            return SeenEvents(store, retention)
+        except (OSError, sqlite3.Error) as error:
+            raise MappingConfigError(f"{path}.dedup_store", f"cannot open: {error}") from None
+
+    def _check_required_fields(self) -> None:
+        """Refuse at start-up an outcome that can never give a valid interaction.
+
+        Miso requires some fields of some types (``custom_action_name`` on ``custom``,
+        ``product_ids`` on item types, a user); without a setting for them every row of that
+        outcome would be set aside, run after run.
+        """
+        shared = {path.split(".")[0] for path in self.fields}
+        for outcome in self.type_choice.outcomes:
+            if outcome.type == SKIP:
+                continue
+            given = shared | {path.split(".")[0] for path in outcome.fields}
+            missing = [name for name in TYPE_REQUIRED.get(outcome.type, ()) if name not in given]
+            if outcome.type in ITEM_REQUIRED_TYPES and not given & set(ITEM_FIELDS):
+                missing.append("product_ids (or product_group_ids)")
+            if not given & _IDENTITY_FIELDS:
+                missing.append("user_id or anonymous_id")
+            if missing:
+                example = missing[0].split(" ")[0]
+                reason = (
+                    f"type {outcome.type!r} needs {', '.join(missing)}, and no setting gives "
+                    f"{'it' if len(missing) == 1 else 'them'}: add it to the shared fields or "
+                    f"to this outcome, e.g. {{type: {outcome.type}, fields: {{{example}: ...}}}}"
+                )
+                raise MappingConfigError(outcome.path, reason)
 
     def _check_common_fields(self) -> None:
         """Check that each shared field fits at least one type the mapping produces."""
@@ -334,28 +410,100 @@ class CustomMapping(Mapping):
             return []
         key = None
         if self.dedup_key is not None:
-            key = _hashable(self.dedup_key.evaluate(scope, "dedup_key"))
-            if key is not None and key in self._seen:
+            key = self._key_text(self.dedup_key.evaluate(scope, "dedup_key"))
+            # A null key never deduplicates: such rows are all sent.
+            if key is not None and self.seen.check_and_add(key):
                 self.skipped[f"{self.stream_name}: duplicate dedup_key"] += 1
                 return []
+        try:
+            return [self._interaction(outcome, record, scope)]
+        except MappingError:
+            if key is not None:  # set aside: a later good copy of the row is not a duplicate
+                self.seen.forget(key)
+            raise
+
+    def _interaction(
+        self, outcome: Outcome, record: dict[str, t.Any], scope: Scope
+    ) -> dict[str, t.Any]:
         allowed = allowed_fields(outcome.type)
         values: dict[str, object] = {}
-        for field_path, spec in self.fields.items():
-            if field_path.split(".")[0] in allowed:
+        errors: list[MappingError] = []
+        specs = [(p, s) for p, s in self.fields.items() if p.split(".")[0] in allowed]
+        for field_path, spec in [*specs, *outcome.fields.items()]:
+            try:
                 values[field_path] = spec.read(record, scope, field_path)
-        for field_path, spec in outcome.fields.items():
-            values[field_path] = spec.read(record, scope, field_path)
-        interaction = build_interaction(outcome.type, values)
+            except MappingError as error:
+                errors.append(error)
+        try:
+            interaction = build_interaction(outcome.type, values)
+        except MappingError as error:
+            errors.append(error)
+        raise_errors(errors)  # every failing field, not only the first
+        return interaction
+
+    def _key_text(self, value: object) -> str | None:
+        # The stream and the key's type are part of it: one store serves several streams,
+        # and 5 and "5" stay apart as they did in the run's own set.
+        if value is None:
+            return None
+        shown = value if isinstance(value, (str, int, float)) else repr(value)
+        return json.dumps([self.stream_name, type(value).__name__, shown])
+
+    def kept_source(self, record: dict[str, t.Any]) -> object:
+        """Keep the row itself when keys are stored: ``refused`` reads its key again.
+
+        Args:
+            record: The row.
+
+        Returns:
+            The row (with a ``dedup_store``), else None (the batch keeps the Singer line).
+
+        """
+        return record if self.dedup_store is not None else None
+
+    def refused(self, source: object) -> None:
+        """Do not store the key of a row whose interaction was set aside (any thread).
+
+        Args:
+            source: The source row.
+
+        """
+        if self.dedup_key is None or not isinstance(source, dict):
+            return
+        # A fresh evaluator: this runs in delivery threads while the main one maps rows.
+        scope = Scope(source, self._columns, self.stream_name, new_evaluator())
+        try:
+            key = self._key_text(self.dedup_key.evaluate(scope, "dedup_key"))
+        except MappingError:
+            return
         if key is not None:
-            # Remembered only once mapped: a rejected row must not hide a later good copy.
-            self._seen.add(key)
-        return [interaction]
+            self.seen.refuse(key)
 
+    def seal(self) -> int:
+        """Take a checkpoint: the keys seen so far belong to it."""
+        return self.seen.seal()
 
-def _hashable(value: object) -> object:
-    if value is None or isinstance(value, (str, int, float)):
-        return value
-    return repr(value)
+    def commit(self, token: object = None) -> None:
+        """Store the keys of a checkpoint whose interactions were delivered (with a store).
+
+        Args:
+            token: What ``seal`` returned for that checkpoint; None: everything so far.
+
+        """
+        self.seen.commit(t.cast("int | None", token))
+
+    def bind_environment(self, environment: str) -> None:
+        """Look up and store keys of this Miso environment only.
+
+        Args:
+            environment: From ``catalog.hashes.environment_key``.
+
+        """
+        self.seen.set_environment(environment)
+
+    def close(self) -> None:
+        """Close the key store."""
+        self.seen.close()
 
 
 __all__ = ["CustomMapping", "MappingError"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import typing as t
 
 from target_miso.mappings.base import Columns
-from target_miso.mappings.snowplow.common import CLIENT_SESSION
+from target_miso.mappings.snowplow.common import CLIENT_SESSION, ECOMMERCE_USER
 from target_miso.mappings.snowplow.ecommerce import (
     ECOMMERCE_ACTION,
     PRODUCT,
@@ -40,7 +40,8 @@ MEDIA_PLAYER_EVENT = f"{SNOWPLOW}_media_player_event"
 
 #: Entities the preset reads (schema keys: ``event.schema_key``).
 READ_ENTITIES = (
-    WEB_PAGE, CLIENT_SESSION, PRODUCT, PROMOTION, TRANSACTION, MEDIA_PLAYER, MEDIA_SESSION,
+    WEB_PAGE, CLIENT_SESSION, PRODUCT, PROMOTION, TRANSACTION, ECOMMERCE_USER, MEDIA_PLAYER,
+    MEDIA_SESSION,
 )  # fmt: skip
 #: Self-describing events the preset maps.
 READ_EVENTS = (

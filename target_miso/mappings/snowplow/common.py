@@ -1,8 +1,10 @@
 """The fields every interaction from a Snowplow event carries: who, when, and the context.
 
-* ``user_id`` (when set) and ``anonymous_id`` together, so Miso links a visitor's history to
-  the account; ``anonymous_id`` is ``domain_userid``, else ``network_userid``, else the mobile
-  ``client_session`` entity's ``userId``;
+* ``user_id`` and ``anonymous_id`` together, so Miso links a visitor's history to the
+  account; ``user_id`` is the atomic ``user_id``, else the e-commerce plugin's ``user``
+  entity's ``id`` unless ``is_guest`` is true (never its ``email``); ``anonymous_id`` is
+  ``domain_userid``, else ``network_userid``, else the mobile ``client_session`` entity's
+  ``userId``;
 * ``timestamp``: ``derived_tstamp``, else ``collector_tstamp``;
 * ``context``: ``page`` (url, referrer, title), ``user_agent``, ``locale`` (``br_lang``),
   ``campaign`` (``mkt_*``), ``truncated_ip`` (``user_ipaddress``);
@@ -23,6 +25,9 @@ if t.TYPE_CHECKING:
     from target_miso.mappings.snowplow.event import SnowplowEvent
 
 CLIENT_SESSION = "com_snowplowanalytics_snowplow_client_session"
+#: The e-commerce plugin's user entity (``setEcommerceUser``): ``id``, ``is_guest``, ``email``.
+ECOMMERCE_USER = "com_snowplowanalytics_snowplow_ecommerce_user"
+_TRUE_TEXTS = frozenset({"true", "t", "1"})
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CAMPAIGN = (("name", "mkt_campaign"), ("source", "mkt_source"), ("medium", "mkt_medium"),
              ("term", "mkt_term"), ("content", "mkt_content"))  # fmt: skip
@@ -47,7 +52,7 @@ def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:  # noqa: PLR0912 - 
     get = event.record.get
     text = event.text
     common: dict[str, t.Any] = {}
-    user_id = text("user_id")
+    user_id = text("user_id") or ecommerce_user_id(event)
     if user_id:
         common["user_id"] = user_id
     anonymous_id = text("domain_userid") or text("network_userid")
@@ -90,6 +95,27 @@ def common_fields(event: SnowplowEvent) -> dict[str, t.Any]:  # noqa: PLR0912 - 
     if context:
         common["context"] = context
     return common
+
+
+def ecommerce_user_id(event: SnowplowEvent) -> str | None:
+    """Return the id of the logged-in user the e-commerce plugin's ``user`` entity names.
+
+    None when there is no such entity, it has no ``id``, or ``is_guest`` is true (a guest
+    has no account for the id to name). The ``email`` is never used: it is personal data,
+    not a user id.
+    """
+    user = event.entity(ECOMMERCE_USER, enriched=False)  # trackers send it, never enrichments
+    user_id = user.get("id")
+    if user_id is None or _is_true(user.get("is_guest")):
+        return None
+    return str(user_id).strip() or None
+
+
+def _is_true(value: object) -> bool:
+    # JSON gives a boolean; a boolean column that a tap turned into text gives "true", "t", "1".
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_TEXTS
+    return value is True or (isinstance(value, (int, float)) and value == 1)
 
 
 def event_time(event: SnowplowEvent) -> str:

@@ -130,11 +130,14 @@ class SnowplowEvent:
             self._unstruct = self._read_unstruct()
         return self._unstruct
 
-    def entities(self, key: str) -> list[dict[str, t.Any]]:
+    def entities(self, key: str, *, enriched: bool = True) -> list[dict[str, t.Any]]:
         """Every entity of one schema attached to the event (keys snake_cased; read-only).
 
         Args:
             key: The schema key, e.g. ``com_snowplowanalytics_snowplow_web_page``.
+            enriched: Also look in ``derived_contexts`` (enrichment output). False for an
+                entity only trackers send, so that asking for it on every event does not
+                parse the enrichments' JSON.
 
         Raises:
             MappingError: If a contexts column cannot be read (names the column).
@@ -143,16 +146,16 @@ class SnowplowEvent:
         if self._contexts is None:
             self._contexts = self._read_contexts()
         found = self._contexts.get(key)
-        if found is None and self._derived_pending:
+        if found is None and enriched and self._derived_pending:
             # Enrichment output (ua_parser, YAUAA, ...) is parsed only when asked for.
             self._derived_pending = False
             self._add_derived()
             found = self._contexts.get(key)
         return found or []
 
-    def entity(self, key: str) -> dict[str, t.Any]:
-        """Return the first entity of one schema, or an empty dict."""
-        found = self.entities(key)
+    def entity(self, key: str, *, enriched: bool = True) -> dict[str, t.Any]:
+        """Return the first entity of one schema, or an empty dict (``enriched``: as entities)."""
+        found = self.entities(key, enriched=enriched)
         return found[0] if found else {}
 
     def _read_unstruct(self) -> tuple[str | None, dict[str, t.Any]]:

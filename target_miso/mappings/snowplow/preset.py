@@ -3,7 +3,9 @@
 What maps to what (docs/snowplow.md has the full table and every option):
 
 * page views -> the type of the first matching URL rule (``page_rules``), with the
-  page's engaged time from its page pings as ``duration``;
+  page's engaged time from its page pings as ``duration`` (only pings of the page view's
+  session that come while it is alive count); a page view re-sent under the same
+  ``web_page`` id is a duplicate;
 * the e-commerce plugin's actions -> product_detail_page_view, impression, click,
   add_to_cart, remove_from_cart, checkout (with quantities and revenue), refund
   (``ecommerce.py``);
@@ -35,6 +37,7 @@ import orjson
 from target_miso.mappings.base import Columns, Held, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.field_templates import place
 from target_miso.mappings.rules import PageMatch, compile_page_rules
+from target_miso.mappings.seen_events import SeenEvents
 from target_miso.mappings.snowplow.columns import (
     ADD_TO_CART,
     ENVELOPES,
@@ -50,7 +53,6 @@ from target_miso.mappings.snowplow.columns import (
 from target_miso.mappings.snowplow.common import common_fields, truncated_ip
 from target_miso.mappings.snowplow.ecommerce import ECOMMERCE_ACTION, ecommerce_fields
 from target_miso.mappings.snowplow.event import SnowplowEvent
-from target_miso.mappings.snowplow.seen_events import SeenEvents
 from target_miso.mappings.snowplow.struct import compile_struct_rules, struct_values
 from target_miso.miso.schema import TYPE_FIELDS
 from target_miso.normalize import to_number
@@ -71,6 +73,7 @@ OPTIONS: dict[str, t.Any] = {
     "ping_duration": True,
     "ping_heartbeat_seconds": 10,
     "ping_min_visit_seconds": 5,
+    "session_timeout_seconds": 1800,
     "media_id_field": "label",
     "dedupe_store": DEFAULT_DEDUPE_STORE,
     "dedupe_retention_days": 30,
@@ -86,6 +89,14 @@ _EPOCH = dt.datetime(1970, 1, 1)
 _LOGGER = logging.getLogger("target-miso")
 #: Why a ping finds no page view once its page view left the closed-page memory.
 FORGOTTEN_PAGE = f"page view forgotten ({_CLOSED_PAGES_KEPT:,} or more closed page views later)"
+#: Why a closed page takes no more pings (the run summary's reasons; a page view whose
+#: ``web_page`` id was closed with PAGE_SENT or PAGE_NOT_MAPPED was seen: a new one is a re-send).
+PAGE_SENT = "page view already sent"
+PAGE_NOT_MAPPED = "page view not mapped"
+PRODUCT_VIEW_SENT = "product view already sent"
+DUPLICATE_PAGE_VIEW = "snowplow: duplicate page view (same web_page id)"
+OTHER_SESSION = "page_ping: another domain_sessionid than its page view"
+TIMED_OUT = "page_ping: over session_timeout_seconds after its page view's last activity"
 
 
 class _ForgottenPages:
@@ -125,17 +136,63 @@ class _ForgottenPages:
 class _HeldPage:
     """One page view waiting for the flush: its interaction, pings and plugin product views."""
 
-    __slots__ = ("derived", "ping_buckets", "pings", "plugin_views", "source", "view")
+    __slots__ = (
+        "derived",
+        "dropped_pings",
+        "duplicate_ids",
+        "last_active",
+        "ping_buckets",
+        "pings",
+        "plugin_views",
+        "sent_at_once",
+        "session",
+        "source",
+        "started",
+        "view",
+        "view_seen",
+    )
 
     def __init__(self) -> None:
         #: The page rule's interaction; None when no rule matched or the view was not seen.
         self.view: dict[str, t.Any] | None = None
         #: The view's ``derived_tstamp`` in epoch seconds (None: not set or not readable).
         self.derived: float | None = None
+        #: Whether a page_view event of this page was read (a later one is a re-send).
+        self.view_seen = False
+        #: Whether the page view's interaction was sent at once (nothing to wait for).
+        self.sent_at_once = False
+        #: The page view's ``domain_sessionid``: pings of another session do not count.
+        self.session: str | None = None
+        #: When the page view happened, on the pings' clock, as stored (parsed only when a
+        #: ping comes: most page views have none by their flush).
+        self.started: object = None
+        #: The latest ping that counted, in epoch seconds (None: none yet, the page view's
+        #: time counts): a ping more than the session timeout later does not count.
+        self.last_active: float | None = None
         self.pings = 0
+        #: Pings that came from another session or after the page view timed out.
+        self.dropped_pings = 0
         self.source: dict[str, t.Any] = {}
         self.ping_buckets: set[int] = set()
         self.plugin_views: list[Held] = []
+        #: Event ids of re-sent copies of the page view (same web_page id): they share the
+        #: fate of the interaction the page gives.
+        self.duplicate_ids: tuple[str, ...] = ()
+
+    def anchor(self, event: SnowplowEvent, *, page_view: bool) -> None:
+        """Take the session and the start of activity from the page view (else the first event).
+
+        Args:
+            event: The page view, or the plugin product view that made this page.
+            page_view: Whether the event is the page view (which always wins).
+
+        """
+        if page_view:
+            self.view_seen = True
+        elif self.session is not None or self.started is not None:
+            return
+        self.session = event.text("domain_sessionid")
+        self.started = event.get("dvce_created_tstamp") or event.get("collector_tstamp")
 
     def event_ids(self) -> tuple[str, ...]:
         """Return the ids of the events held here (the page view's, then the plugin's)."""
@@ -198,6 +255,7 @@ class SnowplowMapping(Mapping):
         self.ping_duration = settings["ping_duration"]
         self.heartbeat = _positive(settings, "ping_heartbeat_seconds", config_path)
         self.min_visit = _positive(settings, "ping_min_visit_seconds", config_path)
+        self.session_timeout = _positive(settings, "session_timeout_seconds", config_path)
         self.media_id_field = str(settings["media_id_field"])
         retention = _positive(settings, "dedupe_retention_days", config_path)
         if not isinstance(settings["dedupe_replay"], bool):
@@ -229,7 +287,8 @@ class SnowplowMapping(Mapping):
         #: The page key of each page view held until the flush, by event_id: a duplicate
         #: copy read before the flush may still replace it (``_prefer_earlier_copy``).
         self._held_views: dict[str, object] = {}
-        #: Set when the event being mapped was held for the flush (it is not skipped).
+        #: Set when the event being mapped went into an interaction sent later (held for the
+        #: flush, or a re-sent page view of one sent): its id is not skipped, it is delivered.
         self._held_now = False
 
     # --- The seam --------------------------------------------------------------------
@@ -442,15 +501,20 @@ class SnowplowMapping(Mapping):
     # --- Page views and pings ----------------------------------------------------------
 
     def _page_view(self, event: SnowplowEvent) -> list[dict[str, t.Any]]:
-        url = event.text("page_url")
-        found = self.page_rules.match(url) if url and len(self.page_rules) else None
         key = _page_key(event)
         page = self._pages.get(key) if key is not None else None
+        if self._is_resent(key, page):
+            self._resent_page_view(event, key, page)
+            return []
+        url = event.text("page_url")
+        found = self.page_rules.match(url) if url and len(self.page_rules) else None
         if found is None:
             self.skipped["page_view: no page rule matched"] += 1
             # Its pings may still time the e-commerce plugin's product view of the page.
-            if self.ping_duration and key is not None and page is None:
-                self._pages[key] = _HeldPage()
+            if self.ping_duration and key is not None:
+                if page is None:
+                    page = self._pages[key] = _HeldPage()
+                page.anchor(event, page_view=True)
             return []
         interaction = _rule_view(event, found)
         if found.type == PRODUCT_VIEW and self.product_view_source == "ecommerce":
@@ -458,11 +522,17 @@ class SnowplowMapping(Mapping):
         else:
             wait = self.ping_duration and "duration" in TYPE_FIELDS[found.type]
         if not wait or key is None or (page is not None and page.view is not None):
-            if key is not None and page is None:
-                self._remember_closed(key, "page view already sent")
+            # (A held view under the same key here: the same session and URL without a
+            # web_page id, which may well be a second page view.)
+            if page is not None:
+                page.anchor(event, page_view=True)
+                page.sent_at_once = True
+            elif key is not None:
+                self._remember_closed(key, PAGE_SENT)
             return [interaction]
         if page is None:
             page = self._pages[key] = _HeldPage()
+        page.anchor(event, page_view=True)
         page.view, page.source = interaction, _identity(event.record)
         page.derived = _derived_seconds(event)
         event_id = event.text("event_id")
@@ -470,6 +540,31 @@ class SnowplowMapping(Mapping):
             self._held_views[event_id] = key
         self._held_now = True
         return []
+
+    def _is_resent(self, key: object, page: _HeldPage | None) -> bool:
+        """Whether a page view's ``web_page`` id belongs to a page view already read.
+
+        Only the web_page id says so: without one, the same session and URL may well be a
+        second view of the page. Page views are remembered while held and in the bounded
+        closed-page memory (not across runs, not once forgotten).
+        """
+        if not isinstance(key, str):
+            return False
+        if page is not None:
+            return page.view_seen
+        return self._closed_pages.get(key) in (PAGE_SENT, PAGE_NOT_MAPPED)
+
+    def _resent_page_view(self, event: SnowplowEvent, key: object, page: _HeldPage | None) -> None:
+        # One page view: the first copy read counts; this one's pings attach to it anyway
+        # (same key). Its id shares the fate of what the first copy gives.
+        self.skipped[DUPLICATE_PAGE_VIEW] += 1
+        event_id = event.text("event_id")
+        if page is not None and page.view is not None:
+            if event_id is not None:
+                page.duplicate_ids = (*page.duplicate_ids, event_id)
+            self._held_now = True
+        elif page.sent_at_once if page is not None else self._closed_pages.get(key) == PAGE_SENT:
+            self._held_now = True  # the first copy was sent: this id is stored as delivered
 
     def _prefer_earlier_copy(self, event: SnowplowEvent, event_id: str) -> None:
         """Let a duplicate page view replace the held copy when its derived_tstamp is earlier.
@@ -516,14 +611,28 @@ class SnowplowMapping(Mapping):
             seconds = _epoch_seconds(moment)
         except (TypeError, ValueError):
             raise MappingError(column, "is not a date-time") from None
+        # A ping counts only while its page view is alive (docs/snowplow.md, page pings).
+        session = event.text("domain_sessionid")
+        if session is not None and page.session is not None and session != page.session:
+            self.skipped[OTHER_SESSION] += 1
+            page.dropped_pings += 1
+            return
+        last = page.last_active
+        if last is None and page.started is not None:
+            last = _seconds_or_none(page.started)
+        if last is not None and seconds - last > self.session_timeout:
+            self.skipped[TIMED_OUT] += 1
+            page.dropped_pings += 1
+            return
+        page.last_active = seconds if last is None else max(last, seconds)
+        if page.session is None:
+            page.session = session
         page.ping_buckets.add(int(seconds // self.heartbeat))
         page.pings += 1
 
     def _close_page(self, key: object, page: _HeldPage) -> list[Held]:
         """Return what a held page gives at the flush (docs/snowplow.md, product_view_source)."""
-        duration = None
-        if self.ping_duration and page.ping_buckets:
-            duration = self.heartbeat * (len(page.ping_buckets) - 1) + self.min_visit
+        duration = self._engaged_time(page)
         view = page.view
         given: list[Held]
         if page.plugin_views and (view is None or view["type"] == PRODUCT_VIEW):
@@ -538,18 +647,40 @@ class SnowplowMapping(Mapping):
             if duration is not None and "duration" in TYPE_FIELDS[view["type"]]:
                 view["duration"] = duration
             given = [(view, page.source), *page.plugin_views]
+        self._settle(key, page, given)
+        return given
+
+    def _engaged_time(self, page: _HeldPage) -> float | None:
+        # dbt-snowplow-web's engaged time over the pings that came while the page view was alive.
+        if not self.ping_duration:
+            return None
+        if page.ping_buckets:
+            return self.heartbeat * (len(page.ping_buckets) - 1) + self.min_visit
+        if page.dropped_pings:
+            # The tracker was pinging, but no ping came while the page view was alive: the
+            # reference's engaged time is 0 (a page view with no pings at all has none).
+            return 0
+        return None
+
+    def _settle(self, key: object, page: _HeldPage, given: list[Held]) -> None:
+        """Tie the page's events to what it gave, count its pings, remember it as closed."""
+        view = page.view
         if given:
-            if view is not None and given is page.plugin_views and "event_id" in given[0][1]:
-                # The page view replaced by the plugin's product view shares its fate.
-                self.seen.group(str(given[0][1]["event_id"]), page.event_ids()[:2])
+            # The page view replaced by the plugin's product view, and re-sent copies of
+            # the page view, share the fate of the interaction sent for them.
+            replaced_view = view is not None and given is page.plugin_views
+            replaced = page.event_ids()[:1] if replaced_view else ()
+            if "event_id" in given[0][1] and (replaced or page.duplicate_ids):
+                source_id = str(given[0][1]["event_id"])
+                self.seen.group(source_id, (source_id, *replaced, *page.duplicate_ids))
             if page.pings:
                 self.skipped["page_ping: added to its page view's duration"] += page.pings
-            self._remember_closed(key, "page view already sent")
+        elif page.pings:
+            self.skipped[f"page_ping: {PAGE_NOT_MAPPED}"] += page.pings
+        if view is not None or page.sent_at_once:
+            self._remember_closed(key, PAGE_SENT)
         else:
-            if page.pings:
-                self.skipped["page_ping: page view not mapped"] += page.pings
-            self._remember_closed(key, "page view not mapped")
-        return given
+            self._remember_closed(key, PRODUCT_VIEW_SENT if given else PAGE_NOT_MAPPED)
 
     def _why_no_page(self, key: object) -> str:
         # Why a ping has no held page view to add to (the run summary's reason).
@@ -666,6 +797,7 @@ class SnowplowMapping(Mapping):
         page = self._pages.get(key)
         if page is None:
             page = self._pages[key] = _HeldPage()
+            page.anchor(event, page_view=False)  # until its page view, if any, is read
         page.plugin_views.append((interaction, _identity(event.record)))
         self._held_now = True
         return []
@@ -807,6 +939,15 @@ def _rule_view(event: SnowplowEvent, found: PageMatch) -> dict[str, t.Any]:
         # Matches are cached and shared: lists are copied, never handed out twice.
         place(interaction, field, list(value) if isinstance(value, list) else value)
     return interaction
+
+
+def _seconds_or_none(value: object) -> float | None:
+    # A page view's time in epoch seconds; None when it cannot be read (the page view was
+    # mapped all the same: only the start of its activity is unknown, its first ping's counts).
+    try:
+        return _epoch_seconds(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _derived_seconds(event: SnowplowEvent) -> float | None:

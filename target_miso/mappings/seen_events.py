@@ -2,7 +2,8 @@
 
 Snowplow produces duplicate ``event_id``s, and SQL taps re-send the boundary row of every
 incremental run (their bookmark is inclusive), so the Snowplow preset drops an event id it
-has delivered. Only delivered events are remembered across runs: an event skipped by design
+has delivered; the custom preset does the same with its ``dedup_key`` when given a
+``dedup_store``. Only delivered events are remembered across runs: an event skipped by design
 (no rule, no Miso type) or set aside (mapping, validation, Miso's 422) is remembered for this
 run only, so that a later run, after a fix, sends it.
 

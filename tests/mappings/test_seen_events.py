@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from target_miso.mappings.snowplow.seen_events import SeenEvents
+from target_miso.mappings.seen_events import SeenEvents
 
 
 def stored_ids(path) -> set[str]:
