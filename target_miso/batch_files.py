@@ -97,6 +97,15 @@ def batch_records(
         except (OSError, EOFError, zlib.error) as error:
             msg = f"stream '{stream}': BATCH file {url} cannot be read ({error})"
             raise BatchFileError(msg) from None
+        except ImportError as error:
+            # fsspec names the package its storage needs (s3fs, gcsfs, adlfs): not installed
+            # with target-miso; local files need none.
+            msg = (
+                f"stream '{stream}': BATCH file {url} cannot be read: its storage needs a "
+                f"package target-miso does not install ({error}); install it next to "
+                "target-miso, or have the tap write its batch files to a local directory"
+            )
+            raise BatchFileError(msg) from None
 
 
 def _record(stream: str, url: str, number: int, line: bytes) -> dict[str, t.Any]:

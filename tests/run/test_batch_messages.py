@@ -121,6 +121,28 @@ def test_a_missing_batch_file_stops_the_run_naming_the_file(sandbox, tmp_path):
     assert run.states == []
 
 
+def test_a_storage_without_its_package_stops_the_run_naming_it(sandbox, tmp_path):
+    # S3 through fsspec needs s3fs, which target-miso does not depend on.
+    config = write_config(tmp_path, sandbox.url)
+
+    run = run_target(
+        config,
+        _lines(
+            schema_message(),
+            _batch(["s3://a-bucket/batches/part-1.jsonl.gz"]),
+            state_message({"bookmarks": {"x": 1}}),
+        ),
+    )
+
+    assert run.returncode == 1
+    assert (
+        "BATCH file s3://a-bucket/batches/part-1.jsonl.gz cannot be read: its storage needs a "
+        "package target-miso does not install (Install s3fs to access S3)" in run.stderr
+    )
+    assert "failed unexpectedly" not in run.stderr
+    assert run.states == []
+
+
 def test_a_corrupt_gzip_file_stops_the_run(sandbox, tmp_path):
     path = tmp_path / "b.jsonl.gz"
     path.write_bytes(gzip.compress(b'{"type": "x"}\n' * 100)[:40])
