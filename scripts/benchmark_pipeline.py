@@ -445,6 +445,8 @@ def _target_alone(bench: Bench, configuration: Configuration, workdir: Path) -> 
                 "max_requests_per_second": 0,
                 "rejects_path": str(workdir / "rejects.jsonl"),
                 "progress_log_seconds": 0,
+                # The stores a run keeps, fresh for each (else the next run finds them).
+                "resend_guard_store": str(workdir / f"guard-{time.monotonic_ns()}.sqlite"),
                 "mappings": configuration.mapping(workdir / f"ids-{time.monotonic_ns()}.sqlite"),
             }
         )
@@ -555,6 +557,7 @@ def _meltano_env(bench: Bench, configuration: Configuration, run_dir: Path) -> d
         TARGET_MISO_MAX_REQUESTS_PER_SECOND="0",
         TARGET_MISO_PROGRESS_LOG_SECONDS="0",
         TARGET_MISO_REJECTS_PATH=str(run_dir / "rejects.jsonl"),
+        TARGET_MISO_RESEND_GUARD_STORE=str(run_dir / "resend-guard.sqlite"),
         TARGET_MISO_MAPPINGS=json.dumps(configuration.mapping(run_dir / "ids.sqlite")),
     )
     if not configuration.shipped:  # the shipped select and metadata are meltano.yml's own
