@@ -6,6 +6,8 @@ For the tests, the view's figures and ``scripts/benchmark.py --pipeline``; it ne
 
 from __future__ import annotations
 
+import argparse
+import sys
 import typing as t
 from pathlib import Path
 
@@ -196,3 +198,61 @@ def multiply_events(conn: psycopg.Connection, schema: str, copies: int) -> int:
         (count,) = t.cast(tuple[int], cur.fetchone())
     conn.commit()
     return count
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m target_miso.sample_postgres",
+        description="Load the sample Snowplow events into Postgres in the Postgres loader's "
+        "layout (events plus one table per entity and event schema) and create the views "
+        "the shipped pipeline reads, to try `meltano run tap-postgres target-miso` without "
+        "data of your own.",
+    )
+    parser.add_argument("--dsn", required=True, help="a libpq connection string to the database")
+    parser.add_argument("--schema", default="atomic", help="the schema to create (default: atomic)")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=0,
+        help="add this many copies of the sample events, a day apart, with fresh ids",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="drop the schema first if it exists (never the default: it may hold real events)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the samples; refuse to touch a schema that exists unless told to replace it."""
+    args = _parser().parse_args(argv)
+    try:
+        with psycopg.connect(args.dsn) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (args.schema,)
+            ).fetchone()
+            if exists and not args.replace:
+                print(
+                    f"schema {args.schema!r} exists already: nothing was changed. Pass --replace "
+                    "to drop it and load the samples (it may hold real events), or --schema to "
+                    "use another one.",
+                    file=sys.stderr,
+                )
+                return 2
+            events = samples.sample_events()
+            load_events(conn, args.schema, events, create=True)
+            count = multiply_events(conn, args.schema, args.copies) if args.copies else len(events)
+            create_view(conn, args.schema)
+    except psycopg.Error as error:
+        print(f"Postgres: {error}".strip(), file=sys.stderr)
+        return 1
+    print(
+        f"{count} sample events in {args.schema}.events and its entity tables; views "
+        f"{args.schema}.events_for_miso, _narrow and _json created.",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
