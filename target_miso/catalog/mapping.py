@@ -28,7 +28,7 @@ import typing as t
 import orjson
 
 from target_miso.catalog.schema import CATALOG_KINDS, FIELDS
-from target_miso.mappings.base import MappingConfigError, MappingError
+from target_miso.mappings.base import MappingConfigError, MappingError, raise_errors
 from target_miso.mappings.declarative.expressions import Expression, Scope, new_evaluator
 from target_miso.mappings.declarative.fields import ValueSpec, field_entries
 from target_miso.normalize import parse_json_text, plain, to_number, to_utc_timestamp
@@ -213,8 +213,13 @@ class CatalogMapping:
         if self.options.filter is not None and not self.options.filter.evaluate(scope, "filter"):
             return None
         mapped: dict[str, t.Any] = {}
+        errors: list[MappingError] = []  # every failing field is named, not only the first
         for field_path, spec in self.options.fields.items():
-            value = spec.read(record, scope, field_path)
+            try:
+                value = spec.read(record, scope, field_path)
+            except MappingError as error:
+                errors.append(error)
+                continue
             if value is None or value == "":
                 continue
             top, _, key = field_path.partition(".")
@@ -229,9 +234,11 @@ class CatalogMapping:
                     continue
                 value = coerce(top, value)
             except ValueError as error:
-                raise MappingError(field_path, str(error)) from None
+                errors.append(MappingError(field_path, str(error)))
+                continue
             if value is not None:
                 mapped[top] = value
+        raise_errors(errors)
         return mapped
 
     def record_id(self, record: dict[str, t.Any]) -> str | None:

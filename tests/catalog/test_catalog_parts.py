@@ -286,6 +286,17 @@ def test_a_value_that_cannot_be_coerced_names_the_field() -> None:
     assert str(raised.value) == "sale_price: 'cheap' is not a number"
 
 
+def test_a_row_set_aside_names_every_field_that_failed() -> None:
+    mapping = product_mapping(
+        {"product_id": "id", "sale_price": "price", "title": "str(name) + 1", "size": "size"}
+    )
+    with pytest.raises(MappingError) as raised:
+        mapping.map({"id": "p", "price": "cheap", "name": "Doll", "size": 3})
+    reasons = raised.value.reasons
+    assert [reason.split(":")[0] for reason in reasons] == ["sale_price", "title"]
+    assert "sale_price: 'cheap' is not a number" in reasons
+
+
 def test_expressions_may_only_read_columns_of_the_stream() -> None:
     mapping = product_mapping({"product_id": "sku"})
     with pytest.raises(MappingConfigError) as raised:
