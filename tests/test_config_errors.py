@@ -220,6 +220,29 @@ def test_a_corrupt_catalog_store_is_refused_at_start_up(sandbox, tmp_path):
     assert requests_made(sandbox) == 0
 
 
+@pytest.mark.parametrize("problem", ["corrupt", "under a file"])
+def test_a_resend_guard_store_that_cannot_be_opened_is_refused_at_start_up(
+    sandbox, tmp_path, problem
+):
+    if problem == "corrupt":
+        store = tmp_path / "guard.sqlite"
+        store.write_bytes(b"this is not a SQLite database\n" * 200)
+        why = "file is not a database"
+    else:
+        (tmp_path / "afile").write_text("")
+        store = tmp_path / "afile" / "guard.sqlite"
+        why = "File exists"  # mkdir of the folder: a file has its name
+    config = write_config(tmp_path, sandbox.url, resend_guard_store=str(store))
+
+    run = run_target(config, singer_input([interaction(1)]))
+
+    assert run.returncode != 0
+    assert f"resend_guard_store: cannot open '{store}': " in run.stderr
+    assert why in run.stderr
+    assert "Traceback" not in run.stderr
+    assert requests_made(sandbox) == 0
+
+
 # --- The rejects file ---------------------------------------------------------------------
 
 

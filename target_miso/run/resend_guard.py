@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import sqlite3
 import threading
 import time
 import typing as t
 import uuid
+
+from singer_sdk.exceptions import ConfigValidationError
 
 from target_miso.sqlite_store import open_store
 
@@ -60,25 +63,19 @@ class ResendGuard:
             path: The SQLite file (``resend_guard_store``); None keeps nothing between runs.
             environment: The Miso environment's key (``catalog.hashes.environment_key``).
 
+        Raises:
+            ConfigValidationError: The file cannot be opened or is not the guard's (before
+                any record is read, naming the setting).
+
         """
-        self.path, self._db = open_store(path)
-        self._db.executescript(_SCHEMA)
         self._environment = environment
         self._run = uuid.uuid4().hex
-        cutoff = time.time() - RETENTION_DAYS * 86400
-        with self._db:
-            self._db.execute("DELETE FROM delivered WHERE stored_at < ?", (cutoff,))
-        #: (stream, digest) -> how many entries earlier runs left for it.
-        self._left: collections.Counter[tuple[str, bytes]] = collections.Counter(
-            {
-                (stream, bytes(value)): count
-                for stream, value, count in self._db.execute(
-                    "SELECT stream, digest, COUNT(*) FROM delivered WHERE environment = ? "
-                    "GROUP BY stream, digest",
-                    (environment,),
-                )
-            },
-        )
+        try:
+            self.path, self._db = open_store(path)
+            self._left = self._open()
+        except (OSError, sqlite3.Error) as error:
+            problem = f"resend_guard_store: cannot open {str(path)!r}: {error}"
+            raise ConfigValidationError("Invalid target-miso settings", errors=[problem]) from None
         #: Interactions of this run that an earlier run had delivered, by stream.
         self.skipped: collections.Counter[str] = collections.Counter()
         #: Taken over from earlier runs: (stream, digest, checkpoint).
@@ -88,6 +85,23 @@ class ResendGuard:
         self._lock = threading.Lock()
         #: After a stop signal no STATE counts as saved: nothing is forgotten any more.
         self.frozen = False
+
+    def _open(self) -> collections.Counter[tuple[str, bytes]]:
+        # Forget what expired; return (stream, digest) -> how many entries earlier runs left.
+        self._db.executescript(_SCHEMA)
+        cutoff = time.time() - RETENTION_DAYS * 86400
+        with self._db:
+            self._db.execute("DELETE FROM delivered WHERE stored_at < ?", (cutoff,))
+        return collections.Counter(
+            {
+                (stream, bytes(value)): count
+                for stream, value, count in self._db.execute(
+                    "SELECT stream, digest, COUNT(*) FROM delivered WHERE environment = ? "
+                    "GROUP BY stream, digest",
+                    (self._environment,),
+                )
+            },
+        )
 
     def delivered_before(self, stream: str, encoded: bytes, checkpoint: int) -> bool:
         """Tell whether an earlier run left this interaction; if so, this run takes it over.
