@@ -271,13 +271,14 @@ class InteractionsSink(BatchSink):
         encoded = self.encode_or_set_aside(interaction, source)
         if encoded is None:
             return
-        if run.resend_guard.delivered_before(self.stream_name, encoded, run.checkpoints_taken):
+        if run.resend_guard.delivered_before(self.stream_name, encoded, run.states_received):
             return
         batch = self._batch
         if batch.records and batch.size_bytes + len(encoded) + 1 > self._max_bytes:
             self._seal()
             batch = self._batch
         batch.add(encoded, source if kept is None else kept)
+        self._marks.append(run.states_received)
         run.tally.interactions += 1
         if len(batch) >= self.max_size:
             self._seal()
@@ -341,9 +342,10 @@ class InteractionsSink(BatchSink):
 
     def _new_batch(self) -> Batch:
         # Catalog streams override this: another endpoint, and a hook for accepted records.
+        # The resend guard marks each record with the STATEs received before it.
         batch = Batch(self.stream_name)
-        run = self.run
-        batch.on_stored = run.resend_guard.stored_callback(
-            self.stream_name, batch.records, run.checkpoints_taken
+        self._marks: list[int] = []
+        batch.on_stored = self.run.resend_guard.stored_callback(
+            self.stream_name, batch.records, self._marks
         )
         return batch

@@ -225,6 +225,18 @@ class TargetMiso(Target):
         # checkpoint, instead of the SDK's fixed 5-minute drain.
         self.run.after_record()
 
+    def _process_state_message(self, message_dict: dict) -> None:
+        """Keep the latest STATE (the SDK's way) and count each new value for the resend guard.
+
+        Args:
+            message_dict: The STATE message.
+
+        """
+        before = self._latest_state
+        super()._process_state_message(message_dict)
+        if self._latest_state != before:
+            self.run.state_received()
+
     def _write_state_message(self, state: dict) -> None:
         """Take the latest STATE at a checkpoint; the run decides when it is written.
 

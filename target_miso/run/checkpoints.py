@@ -33,8 +33,8 @@ class Checkpoint:
     tokens: tuple[tuple[Mapping, object], ...]
     #: Records read when it was taken (its STATE covers them).
     records_read: int = 0
-    #: Its place in the run (1 for the first): its STATE covers the batches made before it.
-    number: int = 0
+    #: Which STATE received its STATE is (1 for the first): it covers what was read before.
+    state_number: int = 0
 
     def delivered(self) -> bool:
         """Every request it waits for was delivered (refused records set aside included)."""

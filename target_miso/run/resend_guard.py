@@ -8,7 +8,9 @@ tap's last one is re-read; and Meltano 4.4 does not save the STATE a target writ
 itself was sent SIGTERM (measured: ``docs/meltano.md``).
 
 So every interaction Miso accepts is remembered (a 16-byte digest of exactly what was sent, in a
-SQLite file kept between runs) until a STATE covering it is written. A STATE written after a stop
+SQLite file kept between runs) until a STATE covering it is written: each is marked with the
+number of STATE messages received before it was read, and the k-th STATE covers the marks
+below k. A STATE written after a stop
 signal does not count: the orchestrator may drop it. The next run skips an interaction whose digest
 an earlier run left, once per digest left, and takes the entry over as its own, so a run stopped
 again before its next STATE still knows it. Identical interactions within one run are all sent.
@@ -40,11 +42,11 @@ CREATE TABLE IF NOT EXISTS delivered (
     stream TEXT NOT NULL,
     digest BLOB NOT NULL,
     run TEXT NOT NULL,
-    checkpoint INTEGER NOT NULL,
+    mark INTEGER NOT NULL,
     stored_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS delivered_by_digest ON delivered (environment, stream, digest);
-CREATE INDEX IF NOT EXISTS delivered_by_run ON delivered (run, checkpoint);
+CREATE INDEX IF NOT EXISTS delivered_by_run ON delivered (run, mark);
 """
 
 
@@ -78,9 +80,9 @@ class ResendGuard:
             raise ConfigValidationError("Invalid target-miso settings", errors=[problem]) from None
         #: Interactions of this run that an earlier run had delivered, by stream.
         self.skipped: collections.Counter[str] = collections.Counter()
-        #: Taken over from earlier runs: (stream, digest, checkpoint).
+        #: Taken over from earlier runs: (stream, digest, mark).
         self._taken: list[tuple[str, bytes, int]] = []
-        #: Accepted by Miso (from delivery threads): (stream, digest, checkpoint).
+        #: Accepted by Miso (from delivery threads): (stream, digest, mark).
         self._stored: list[tuple[str, bytes, int]] = []
         self._lock = threading.Lock()
         #: After a stop signal no STATE counts as saved: nothing is forgotten any more.
@@ -103,13 +105,13 @@ class ResendGuard:
             },
         )
 
-    def delivered_before(self, stream: str, encoded: bytes, checkpoint: int) -> bool:
+    def delivered_before(self, stream: str, encoded: bytes, mark: int) -> bool:
         """Tell whether an earlier run left this interaction; if so, this run takes it over.
 
         Args:
             stream: The stream it was read from.
             encoded: The interaction as it would be sent.
-            checkpoint: The checkpoint it belongs to in this run.
+            mark: The STATE messages received before it was read.
 
         Returns:
             True when it must not be sent again.
@@ -121,19 +123,19 @@ class ResendGuard:
         if self._left[key] <= 0:
             return False
         self._left[key] -= 1
-        self._taken.append((*key, checkpoint))
+        self._taken.append((*key, mark))
         self.skipped[stream] += 1
         return True
 
     def stored_callback(
-        self, stream: str, records: list[bytes], checkpoint: int
+        self, stream: str, records: list[bytes], marks: list[int]
     ) -> t.Callable[[list[int], str | None], None]:
         """Return the batch hook that remembers the records Miso stored (a delivery thread).
 
         Args:
             stream: The batch's stream.
             records: The batch's encoded interactions.
-            checkpoint: The checkpoint the batch belongs to.
+            marks: The mark of each (filled as the batch is).
 
         Returns:
             A ``Batch.on_stored`` callback.
@@ -141,7 +143,7 @@ class ResendGuard:
         """
 
         def stored(positions: list[int], task_id: str | None) -> None:
-            entries = [(stream, digest(records[i]), checkpoint) for i in positions]
+            entries = [(stream, digest(records[i]), marks[i]) for i in positions]
             with self._lock:
                 self._stored.extend(entries)
 
@@ -160,31 +162,32 @@ class ResendGuard:
                 "INSERT INTO delivered VALUES (?, ?, ?, ?, ?, ?)",
                 [(self._environment, s, d, self._run, c, now) for s, d, c in stored],
             )
-            for stream, value, checkpoint in taken:
+            for stream, value, mark in taken:
                 self._db.execute(
-                    "UPDATE delivered SET run = ?, checkpoint = ?, stored_at = ? WHERE rowid = "
+                    "UPDATE delivered SET run = ?, mark = ?, stored_at = ? WHERE rowid = "
                     "(SELECT rowid FROM delivered WHERE environment = ? AND stream = ? AND "
                     "digest = ? AND run != ? LIMIT 1)",
-                    (self._run, checkpoint, now, self._environment, stream, value, self._run),
+                    (self._run, mark, now, self._environment, stream, value, self._run),
                 )
 
-    def covered(self, checkpoint: int | None = None) -> None:
-        """Forget what a STATE just written covers: this run's checkpoints up to ``checkpoint``.
+    def covered(self, state_number: int | None = None) -> None:
+        """Forget what a STATE just written covers: what was read before it.
 
         Args:
-            checkpoint: The last checkpoint it covers; None: everything this run delivered.
+            state_number: Which STATE received it was (1 for the first); None: everything this
+                run delivered (its input ended).
 
         """
         self.save()
         if self.frozen:
             return
         with self._db:
-            if checkpoint is None:
+            if state_number is None:
                 self._db.execute("DELETE FROM delivered WHERE run = ?", (self._run,))
             else:
                 self._db.execute(
-                    "DELETE FROM delivered WHERE run = ? AND checkpoint <= ?",
-                    (self._run, checkpoint),
+                    "DELETE FROM delivered WHERE run = ? AND mark < ?",
+                    (self._run, state_number),
                 )
 
     def close(self) -> None:

@@ -125,8 +125,10 @@ class Run:
             config.get("resend_guard_store"),
             environment_key(config["api_url"], config["api_key"]),
         )
-        #: Checkpoints taken so far: a batch belongs to the next one (``ResendGuard``).
-        self.checkpoints_taken = 0
+        #: STATE messages received so far (a new value each): marks what the guard keeps.
+        self.states_received = 0
+        #: The input was read to its end (not cut short by a signal or a bad line).
+        self._input_complete = False
         self.catalogs = Catalogs(self)
         self.mappings: dict[str, Mapping] = {}
         #: Set at the end of a run when a ``mappings`` key matched no stream and
@@ -283,9 +285,6 @@ class Run:
             held = mapping.flush()
             if held:
                 self._sink_for(stream_name).add_held(held)
-        # Batches made from here on (the drain makes new ones) belong to the next checkpoint.
-        self.checkpoints_taken += 1
-        number = self.checkpoints_taken
         self._state_at_checkpoint = None
         self._drain_sinks(is_endofpipe)  # hands the latest STATE over through take_state
         if is_endofpipe or self.catalogs.streams:
@@ -294,9 +293,11 @@ class Run:
             self._records_at_last_state = self.tally.records_in
             if self._state_at_checkpoint is not None:
                 self.write_state(self._state_at_checkpoint)
-            if self._state_at_checkpoint is not None or is_endofpipe:
-                # At the end of the input the run is done with what it read, STATE or not.
-                self._resend_guard_covered(None if is_endofpipe else number - 1)
+            if is_endofpipe and self._input_complete:
+                # Read to its end and delivered: the run is done with it, STATE or not.
+                self._resend_guard_covered(None)
+            elif self._state_at_checkpoint is not None:
+                self._resend_guard_covered(self.states_received)
         else:
             self._checkpoints.add(
                 Checkpoint(
@@ -304,11 +305,15 @@ class Run:
                     requests=self.delivery.in_flight(),
                     tokens=tuple((m, m.seal()) for m in self.mappings.values()),
                     records_read=self.tally.records_in,
-                    number=number,
+                    state_number=self.states_received,
                 ),
             )
         self._records_since_checkpoint = 0
         self._next_checkpoint_at = time.monotonic() + self._checkpoint_seconds
+
+    def state_received(self) -> None:
+        """Count a STATE message with a new value (the records after it get the next mark)."""
+        self.states_received += 1
 
     def take_state(self, state: dict) -> None:
         """Take the latest STATE at a checkpoint; ``checkpoint`` decides when it is written.
@@ -356,14 +361,14 @@ class Run:
         self._records_at_last_state = checkpoint.records_read
         if checkpoint.state is not None:
             self.write_state(checkpoint.state)
-            self._resend_guard_covered(checkpoint.number - 1)
+            self._resend_guard_covered(checkpoint.state_number)
 
-    def _resend_guard_covered(self, checkpoint: int | None) -> None:
+    def _resend_guard_covered(self, state_number: int | None) -> None:
         # A STATE written after a stop signal may be dropped by the orchestrator (Meltano
         # does): from then on the guard forgets nothing.
         if self.stop.requested:
             self.resend_guard.frozen = True
-        self.resend_guard.covered(checkpoint)
+        self.resend_guard.covered(state_number)
 
     def _wait_for_oldest_checkpoint(self) -> None:
         # Reading has run too far ahead of the last STATE (a request stuck in retries):
@@ -387,6 +392,7 @@ class Run:
         try:
             if read_cut_short:
                 self.catalogs.terminating = True  # a read cut short must not delete anything
+            self._input_complete = not read_cut_short
             self.catalogs.finish()  # deletes after full-table reads, before the final STATE
             self.checkpoint(is_endofpipe=True)
             # Only after the final STATE: the data was fine, the configuration is not. A read
