@@ -9,11 +9,12 @@ itself was sent SIGTERM (measured: ``docs/meltano.md``).
 
 So every interaction Miso accepts is remembered (a 16-byte digest of exactly what was sent, in a
 SQLite file kept between runs) until a STATE covering it is written: each is marked with the
-number of STATE messages received before it was read, and the k-th STATE covers the marks
-below k. A STATE written after a stop
-signal does not count: the orchestrator may drop it. The next run skips an interaction whose digest
-an earlier run left, once per digest left, and takes the entry over as its own, so a run stopped
-again before its next STATE still knows it. Identical interactions within one run are all sent.
+number of STATE messages received before it was read, and the k-th STATE covers the marks below
+k. A STATE written after a stop signal does not count: the orchestrator may drop it. A run that
+read its input to the end forgets all it delivered. The next run skips an interaction whose
+digest an earlier run left, once per digest left, and takes the entry over as its own, so a run
+stopped again before its next STATE still knows it. Identical interactions within one run are
+all sent.
 
 Entries are keyed by Miso environment and stream; entries no run took over are forgotten after
 ``RETENTION_DAYS``.
