@@ -14,6 +14,8 @@ import os
 import typing as t
 
 import psycopg
+import pytest
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ADMIN_DSN = os.environ.get(
@@ -84,3 +86,23 @@ def create_web_events(conn: psycopg.Connection, first: int, last: int) -> None:
         (first, last),
     )
     conn.commit()
+
+
+@contextlib.contextmanager
+def scratch_schema(schema: str) -> t.Iterator[psycopg.Connection]:
+    """Connect to ADMIN_DSN's database; drop ``schema`` (made by the test) afterwards.
+
+    Fails the test, naming the README, when Postgres cannot be reached.
+    """
+    try:
+        conn = psycopg.connect(ADMIN_DSN, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(f"PostgreSQL is needed on 127.0.0.1:5432 (see README): {error}")
+    try:
+        yield conn
+    finally:
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        conn.commit()
+        conn.close()

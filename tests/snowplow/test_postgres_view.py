@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
+import typing as t
+
 import psycopg
 import pytest
 from psycopg import sql
 
 from target_miso import sample_postgres, samples
 from target_miso.mappings import build_mapping
-from tests.postgres import ADMIN_DSN
+from tests.postgres import scratch_schema
 
 SCHEMA = "miso_test_shredded"
 
 
 @pytest.fixture
-def conn():
-    try:
-        connection = psycopg.connect(ADMIN_DSN, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL is needed on 127.0.0.1:5432 (see README): {error}")
-    yield connection
-    with connection.cursor() as cur:
-        cur.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    connection.commit()
-    connection.close()
+def conn() -> t.Iterator[psycopg.Connection]:
+    with scratch_schema(SCHEMA) as connection:
+        yield connection
 
 
 def test_view_rows_map_to_exactly_the_expected_interactions(conn):

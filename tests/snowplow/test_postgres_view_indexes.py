@@ -14,7 +14,7 @@ import pytest
 from psycopg import sql
 
 from target_miso import sample_postgres, samples
-from tests.postgres import ADMIN_DSN
+from tests.postgres import scratch_schema
 
 SCHEMA = "miso_test_view_indexes"
 INCREMENTAL = (
@@ -23,17 +23,9 @@ INCREMENTAL = (
 
 
 @pytest.fixture
-def conn():
-    try:
-        connection = psycopg.connect(ADMIN_DSN, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL is needed on 127.0.0.1:5432 (see README): {error}")
-    yield connection
-    connection.rollback()
-    with connection.cursor() as cur:
-        cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA)))
-    connection.commit()
-    connection.close()
+def conn() -> t.Iterator[psycopg.Connection]:
+    with scratch_schema(SCHEMA) as connection:
+        yield connection
 
 
 def shredded_tables(conn) -> list[str]:

@@ -25,7 +25,7 @@ from target_miso import sample_postgres, samples
 from target_miso.mappings import MappingConfigError, build_mapping
 from target_miso.mappings.snowplow.preset import OPTIONS
 from tests.helpers import read_rejects, run_target, write_config
-from tests.postgres import ADMIN_DSN
+from tests.postgres import scratch_schema
 from tests.snowplow.test_layouts import STREAM, singer_lines
 
 RULES = samples.SAMPLE_MAPPING_OPTIONS["page_rules"]
@@ -97,11 +97,7 @@ def test_the_ecommerce_user_entity_gives_user_id_unless_a_guest(layout):
 def test_the_ecommerce_user_entity_gives_user_id_in_the_postgres_loader_layout():
     """Real shredded tables (is_guest a boolean column) folded by the shipped view."""
     schema = "miso_test_ecommerce_user"
-    try:
-        conn = psycopg.connect(ADMIN_DSN, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL is needed on 127.0.0.1:5432 (see README): {error}")
-    try:
+    with scratch_schema(schema) as conn:
         sample_postgres.load_events(conn, schema, identity_events(), create=True)
         sample_postgres.create_view(conn, schema)
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
@@ -111,11 +107,6 @@ def test_the_ecommerce_user_entity_gives_user_id_in_the_postgres_loader_layout()
                 )
             )
             rows = cur.fetchall()
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-        conn.commit()
-        conn.close()
     assert isinstance(rows[0]["contexts"], dict), "JSONB: parsed, not text"
 
     assert user_ids(run_all(mapping(ping_duration=False), rows)) == EXPECTED_USERS
