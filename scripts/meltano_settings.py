@@ -18,6 +18,8 @@ import sys
 import typing as t
 from pathlib import Path
 
+from generated_text import rewrite_or_check
+
 MELTANO_YML = Path(__file__).resolve().parent.parent / "meltano.yml"
 START, END = "# settings:start", "# settings:end"
 INDENT = "    "
@@ -87,15 +89,8 @@ def with_block(text: str, block: str) -> str:
 
 def main() -> int:
     """Rewrite or check meltano.yml; return the exit code."""
-    text = MELTANO_YML.read_text()
-    updated = with_block(text, settings_block(about()["settings"]))
-    if "--check" in sys.argv[1:]:
-        if updated != text:
-            print("meltano.yml's target-miso settings are stale: run scripts/meltano_settings.py")
-            return 1
-        return 0
-    MELTANO_YML.write_text(updated)
-    return 0
+    updated = with_block(MELTANO_YML.read_text(), settings_block(about()["settings"]))
+    return rewrite_or_check(MELTANO_YML, updated, "meltano_settings.py")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from generated_text import rewrite_or_check
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
@@ -38,15 +40,8 @@ def with_table(readme: str, table: str) -> str:
 
 def main() -> int:
     """Rewrite or check the README; return the exit code."""
-    readme = README.read_text()
-    updated = with_table(readme, settings_table())
-    if "--check" in sys.argv[1:]:
-        if updated != readme:
-            print("README.md's settings table is stale: run scripts/readme_settings.py")
-            return 1
-        return 0
-    README.write_text(updated)
-    return 0
+    updated = with_table(README.read_text(), settings_table())
+    return rewrite_or_check(README, updated, "readme_settings.py")
 
 
 if __name__ == "__main__":
