@@ -328,15 +328,24 @@ def _text(value: object) -> object:
     return value
 
 
-def content_hash(record: dict[str, t.Any]) -> str:
-    """Fingerprint a catalog record's content: equal records, equal hashes, any key order.
+def content_hash(value: object) -> str:
+    """Fingerprint content: equal values, equal hashes, any key order.
+
+    Used for validated catalog records (change detection) and for rejected rows with their
+    reasons (``rejected.py``), which may hold what JSON cannot: non-text keys and other types
+    are written as text, big integers, lone surrogates and deep nesting by ``repr``.
 
     Args:
-        record: A validated catalog record.
+        value: A catalog record, or any row.
 
     Returns:
-        32 hex characters of BLAKE2b over the record's canonical JSON (sorted keys).
+        32 hex characters of BLAKE2b over the value's canonical JSON (sorted keys).
 
     """
-    canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    try:
+        canonical = orjson.dumps(
+            value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+        )
+    except (TypeError, RecursionError):
+        canonical = repr(value).encode("utf-8", "backslashreplace")
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()

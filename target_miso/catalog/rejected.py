@@ -16,35 +16,17 @@ completed full-table read no longer set it aside (the row was fixed or removed).
 
 from __future__ import annotations
 
-import hashlib
 import typing as t
 
-import orjson
+from target_miso.catalog.mapping import content_hash
 
 if t.TYPE_CHECKING:
     from target_miso.catalog.hashes import CatalogHashes
 
 
 def row_digest(source: object, reasons: list[str]) -> str:
-    """Fingerprint a rejected row with its reasons: equal rows and reasons, equal hashes.
-
-    Args:
-        source: The row as the tap sent it (or its line, when it could not be read).
-        reasons: Why it was set aside.
-
-    Returns:
-        32 hex characters of BLAKE2b.
-
-    """
-    try:
-        data = orjson.dumps(
-            [source, reasons],
-            option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
-            default=str,
-        )
-    except (TypeError, RecursionError):  # big integers, surrogates, deep nesting
-        data = repr((source, reasons)).encode("utf-8", "backslashreplace")
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """Fingerprint a rejected row with its reasons: equal rows and reasons, equal hashes."""
+    return content_hash([source, reasons])
 
 
 class RejectedRows:
