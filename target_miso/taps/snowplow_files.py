@@ -36,6 +36,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.io_base import SingerWriter
 from singer_sdk.singerlib import SingerMessageType
 
+from target_miso import s3
 from target_miso.samples import ENRICHED_TSV_COLUMNS
 
 if t.TYPE_CHECKING:
@@ -236,14 +237,8 @@ def _local_files(pattern: str) -> list[SourceFile]:
 
 
 def _s3_files(url: str, endpoint_url: str | None) -> list[SourceFile]:
-    try:
-        import boto3  # noqa: PLC0415 - only the S3 path needs it (the `s3` extra)
-    except ImportError:
-        msg = "reading s3:// paths needs boto3: pip install 'target-miso[s3]'"
-        raise RuntimeError(msg) from None
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    # endpoint_url=None lets boto3 read AWS_ENDPOINT_URL(_S3) and the profile, as the AWS CLI does.
-    client = boto3.client("s3", endpoint_url=endpoint_url or None)
+    bucket, prefix = s3.split_url(url)
+    client = s3.client(endpoint_url)
 
     def opener(key: str) -> Callable[[], t.ContextManager[t.IO[bytes]]]:
         return lambda: contextlib.closing(client.get_object(Bucket=bucket, Key=key)["Body"])
