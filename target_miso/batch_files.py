@@ -3,8 +3,10 @@
 Taps built on singer-sdk can hand large extracts over as files (``batch_config``): a BATCH
 message names the stream, the encoding and the files. Each record is handed to the sink one
 at a time, exactly as a RECORD is, so mapping, validation, delivery and STATE keep the same
-guarantees; a file is streamed, never loaded whole. An encoding or a file that cannot be
-read ends the run with a ``BatchFileError`` (and no STATE past the BATCH), never a skip.
+guarantees; a file is streamed, never loaded whole. ``s3://`` files are read with boto3 (the
+``s3`` extra, configured by the standard AWS environment), other storages through the SDK's
+fsspec. An encoding or a file that cannot be read ends the run with a ``BatchFileError`` (and
+no STATE past the BATCH), never a skip.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import shutil
+import tempfile
 import typing as t
 import zlib
 
 import orjson
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, StorageTarget
 
+from target_miso import s3
 from target_miso.reader import might_hold_big_int
 
 #: Compression values that mean "none" in a BATCH message's encoding.
@@ -83,10 +88,8 @@ def batch_records(
 
     """
     for url in files:
-        head, tail = StorageTarget.split_url(url)
-        file_storage = storage or StorageTarget.from_url(head)
         try:
-            with file_storage.open(tail, mode="rb") as raw:
+            with _open(url, storage) as raw:
                 if encoding.format == "parquet":
                     yield from _parquet_records(stream, raw)
                     continue
@@ -94,18 +97,28 @@ def batch_records(
                 for number, line in enumerate(lines, start=1):
                     if line.strip():
                         yield _record(stream, url, number, line)
+        except s3.Boto3MissingError as error:
+            msg = f"stream '{stream}': BATCH file {url} cannot be read: {error}"
+            raise BatchFileError(msg) from None
         except (OSError, EOFError, zlib.error) as error:
             msg = f"stream '{stream}': BATCH file {url} cannot be read ({error})"
             raise BatchFileError(msg) from None
         except ImportError as error:
-            # fsspec names the package its storage needs (s3fs, gcsfs, adlfs): not installed
-            # with target-miso; local files need none.
+            # fsspec names the package its storage needs (gcsfs, adlfs, ...): not installed
+            # with target-miso; local files need none, s3:// URLs need boto3 (above).
             msg = (
                 f"stream '{stream}': BATCH file {url} cannot be read: its storage needs a "
                 f"package target-miso does not install ({error}); install it next to "
                 "target-miso, or have the tap write its batch files to a local directory"
             )
             raise BatchFileError(msg) from None
+
+
+def _open(url: str, storage: StorageTarget | None) -> t.ContextManager[t.IO[bytes]]:
+    if storage is None and url.startswith("s3://"):
+        return s3.open_object(url)  # boto3 (the `s3` extra) rather than fsspec's s3fs
+    head, tail = StorageTarget.split_url(url)
+    return (storage or StorageTarget.from_url(head)).open(tail, mode="rb")
 
 
 def _record(stream: str, url: str, number: int, line: bytes) -> dict[str, t.Any]:
@@ -137,5 +150,13 @@ def _parquet_records(stream: str, raw: t.IO[bytes]) -> t.Iterator[dict[str, t.An
         raise BatchFileError(msg)
     import pyarrow.parquet as pq  # noqa: PLC0415 - optional, imported only when needed
 
-    for batch in pq.ParquetFile(raw).iter_batches():
-        yield from batch.to_pylist()
+    if raw.seekable():
+        for batch in pq.ParquetFile(raw).iter_batches():
+            yield from batch.to_pylist()
+        return
+    # pyarrow reads a parquet file from its end (the footer) and needs to seek: a stream, such
+    # as an S3 response body, is spooled to a temporary file on disk first, never to memory.
+    with tempfile.TemporaryFile() as spooled:
+        shutil.copyfileobj(raw, spooled, 1 << 20)
+        spooled.seek(0)
+        yield from _parquet_records(stream, spooled)

@@ -10,6 +10,7 @@ import pytest
 
 from target_miso.miso.sandbox import Sandbox
 from tests.helpers import API_KEY, MELTANO, PLUGINS, ROOT
+from tests.s3 import run_moto_server
 
 
 @pytest.fixture
@@ -32,6 +33,12 @@ def sandbox_factory() -> t.Iterator[t.Callable[..., Sandbox]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def s3_server() -> t.Iterator[str]:
+    """moto's standalone S3-compatible server on a free port: its URL."""
+    yield from run_moto_server()
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
+from target_miso import s3
 from target_miso.samples import ENRICHED_TSV_COLUMNS
 from target_miso.taps.singer_output import FastSingerWriter
 
@@ -233,14 +234,8 @@ def _local_files(pattern: str) -> list[SourceFile]:
 
 
 def _s3_files(url: str, endpoint_url: str | None) -> list[SourceFile]:
-    try:
-        import boto3  # noqa: PLC0415 - only the S3 path needs it (the `s3` extra)
-    except ImportError:
-        msg = "reading s3:// paths needs boto3: pip install 'target-miso[s3]'"
-        raise RuntimeError(msg) from None
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    # endpoint_url=None lets boto3 read AWS_ENDPOINT_URL(_S3) and the profile, as the AWS CLI does.
-    client = boto3.client("s3", endpoint_url=endpoint_url or None)
+    bucket, prefix = s3.split_url(url)
+    client = s3.client(endpoint_url)
 
     def opener(key: str) -> Callable[[], t.ContextManager[t.IO[bytes]]]:
         return lambda: contextlib.closing(client.get_object(Bucket=bucket, Key=key)["Body"])

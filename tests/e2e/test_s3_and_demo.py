@@ -6,61 +6,19 @@ import gzip
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-import boto3
 import pytest
 
 from target_miso import samples
 from tests.e2e.conftest import ROOT, Meltano
 from tests.helpers import run_target, write_config
+from tests.s3 import MOTO_CREDENTIALS, free_port, s3_client
 
 pytestmark = pytest.mark.e2e
 BUCKET = "snowplow-enriched"
-#: moto accepts any credentials; boto3 only needs some to sign its requests.
-MOTO_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server():
-    """moto's standalone S3-compatible server on a free port."""
-    port = free_port()
-    env = {**os.environ, **MOTO_CREDENTIALS}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        server.kill()
-        pytest.fail("moto's S3 server did not start in 30 s")
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
 
 
 def upload(client, key: str, rows: list[dict]) -> None:
@@ -75,13 +33,7 @@ def upload(client, key: str, rows: list[dict]) -> None:
 
 @pytest.fixture
 def bucket(s3_server):
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        region_name="us-east-1",
-        aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+    client = s3_client(s3_server)
     client.create_bucket(Bucket=BUCKET)
     return client
 
