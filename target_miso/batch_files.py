@@ -145,7 +145,7 @@ def _parquet_records(stream: str, raw: t.IO[bytes]) -> t.Iterator[dict[str, t.An
     if importlib.util.find_spec("pyarrow") is None:
         msg = (
             f"stream '{stream}': a parquet BATCH file needs pyarrow "
-            "(pip install pyarrow beside target-miso)"
+            "(pip install 'target-miso[parquet]')"
         )
         raise BatchFileError(msg)
     import pyarrow.parquet as pq  # noqa: PLC0415 - optional, imported only when needed
