@@ -53,8 +53,9 @@ if t.TYPE_CHECKING:
 
 #: The record's key holding its ready-made RECORD line; the only other key is the bookmark's.
 LINE = "__line__"
-#: Any JSON value: what ``json``/``jsonb`` columns hold.
-ANY_JSON: dict[str, t.Any] = {}
+#: Any JSON value: what ``json``/``jsonb`` columns hold (spelled out: the SDK's tools cannot
+#: read ``{}``).
+ANY_JSON: dict[str, t.Any] = {"type": ["object", "array", "string", "number", "boolean", "null"]}
 
 
 class CopyReadError(RuntimeError):
@@ -114,7 +115,7 @@ class PostgresCopyConnector(SQLConnector):
 
         """
         if isinstance(sql_type, (postgresql.JSON, postgresql.JSONB, sa.types.JSON)):
-            return ANY_JSON
+            return dict(ANY_JSON)
         if isinstance(sql_type, sa.types.ARRAY):
             item = self.to_jsonschema_type(sql_type.item_type)
             return {"type": ["array", "null"], "items": item}
@@ -270,25 +271,21 @@ class TapPostgresCopy(SQLTap):
         ),
     ).to_dict()
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Refuse settings this tap cannot honour, before any row is read.
-
-        Args:
-            *args: As for ``SQLTap``.
-            **kwargs: As for ``SQLTap``.
+    def setup_mapper(self) -> None:
+        """Refuse ``stream_maps`` before the SDK builds them (this tap cannot apply them).
 
         Raises:
             ConfigValidationError: ``stream_maps`` is set.
 
         """
-        super().__init__(*args, **kwargs)
         if self.config.get("stream_maps"):
             msg = (
                 "tap-postgres-copy does not apply stream_maps (rows go from Postgres to the "
                 "target without becoming Python values): remove stream_maps, and map in the "
                 "target (target-miso's `mappings`)"
             )
-            raise ConfigValidationError(msg)
+            raise ConfigValidationError(msg, errors=[msg])
+        super().setup_mapper()
 
 
 if __name__ == "__main__":
