@@ -14,8 +14,11 @@ line, and prints those the mapping reads, in the table's order: for taps that ne
 not globs (tap-bigquery's ``columns``). With Meltano, ``meltano config target-miso`` prints
 the config (``--config -`` reads it from stdin).
 
-A preset that does not list its columns prints ``*`` (select every column). Exit status: 0,
-or 2 when the config or the mapping settings are wrong.
+Every preset lists its columns (docs/mappings.md#selecting-only-the-columns-a-mapping-reads):
+a custom mapping whose expression uses ``record`` as a whole (``record.keys()``) prints ``*``
+(select every column) and says which setting; a Segment table without interactions
+(``tracks``, ``identifies``...) prints nothing. Exit status: 0, or 2 when the config or the
+mapping settings are wrong.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import typing as t
 from pathlib import Path
 
 from target_miso.mappings import MappingConfigError, build_mapping
+from target_miso.mappings.declarative.preset import CustomMapping
 from target_miso.mappings.snowplow.preset import SnowplowMapping
 
 if t.TYPE_CHECKING:
@@ -56,9 +60,7 @@ def stream_columns(mappings: dict[str, t.Any], stream: str) -> tuple[list[str], 
     here = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="target-miso-columns-") as scratch:
         isolated = {
-            key: {**value, "dedupe_store": os.path.join(scratch, "ids.sqlite")}
-            if isinstance(value, dict) and value.get("dedupe_store") is not None
-            else value
+            key: _isolated(value, scratch) if isinstance(value, dict) else value
             for key, value in mappings.items()
         }
         os.chdir(scratch)  # relative store paths (the preset's default) land there too
@@ -72,10 +74,27 @@ def stream_columns(mappings: dict[str, t.Any], stream: str) -> tuple[list[str], 
             mapping.close()
 
 
+def _isolated(options: dict[str, t.Any], scratch: str) -> dict[str, t.Any]:
+    # The Snowplow preset's event-id store and the custom preset's key store; a value that
+    # is not a path stays, for the preset to refuse.
+    stores = {"dedupe_store": "ids.sqlite", "dedup_store": "keys.sqlite"}
+    return {
+        key: os.path.join(scratch, stores[key])
+        if key in stores and isinstance(value, str) and value.strip()
+        else value
+        for key, value in options.items()
+    }
+
+
 def _described(mapping: Mapping) -> tuple[list[str], str | None]:
     columns = mapping.columns()
     if columns is None:
-        return ["*"], f"the {mapping.preset} preset does not list its columns: select every column"
+        why = f"the {mapping.preset} preset does not list its columns"
+        if isinstance(mapping, CustomMapping) and mapping.unlisted:
+            why = f"{mapping.unlisted}, so any column may be read"
+        return ["*"], f"{why}: select every column"
+    if not list(columns):
+        return [], f"the {mapping.preset} preset maps no row of this stream and reads no column"
     if isinstance(mapping, SnowplowMapping) and mapping.payload_column is not None:
         inner = ", ".join(mapping.row_columns().names)
         return list(columns), f"the JSON text in {mapping.payload_column!r} must hold {inner}"

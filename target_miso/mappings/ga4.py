@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import typing as t
 
-from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
+from target_miso.mappings.base import Columns, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.declarative.fields import build_interaction
 from target_miso.miso.schema import INTERACTION_TYPES, ITEM_REQUIRED_TYPES, allowed_fields
 from target_miso.normalize import parse_json_text, to_number
@@ -44,6 +44,13 @@ _VALUE_KEYS = ("string_value", "int_value", "double_value", "float_value")
 _CAMPAIGN_KEYS = ("name", "source", "medium", "term", "content")
 _OPTIONS = ("page_rules", "events", "wishlist_type", "video_events", "video_id_param")
 _VIDEO_EVENTS = ("video_start", "video_progress", "video_complete")
+#: The columns the preset reads, whatever its options (they choose events and params, which
+#: live in ``event_name`` and ``event_params``), in the export's order; ``event_ts`` (no
+#: export column: a view's) is read when ``event_timestamp`` is null.
+COLUMNS = (
+    "event_timestamp", "event_name", "event_params", "user_id", "user_pseudo_id", "device",
+    "collected_traffic_source", "ecommerce", "items", "event_ts",
+)  # fmt: skip
 
 
 def event_params(value: object) -> dict[str, object]:
@@ -170,6 +177,15 @@ class GA4Mapping(Mapping):
             from target_miso.mappings.declarative.pages import read_page_rules  # noqa: PLC0415
 
             self.page_rules = read_page_rules(options["page_rules"], f"{config_path}.page_rules")
+
+    def columns(self) -> Columns:
+        """Return the export columns the preset reads (the same with any options).
+
+        Returns:
+            ``COLUMNS``.
+
+        """
+        return Columns(COLUMNS)
 
     def map(self, record: dict[str, t.Any]) -> list[dict[str, t.Any]]:
         """Map one export row.

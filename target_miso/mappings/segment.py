@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import typing as t
 
-from target_miso.mappings.base import Mapping, MappingConfigError, MappingError
+from target_miso.mappings.base import Columns, Mapping, MappingConfigError, MappingError
 from target_miso.mappings.declarative.fields import build_interaction
 from target_miso.miso.schema import INTERACTION_TYPES, ITEM_REQUIRED_TYPES, allowed_fields
 from target_miso.normalize import parse_json_text, to_number
@@ -76,6 +76,13 @@ _OPTIONS = (
 )
 _IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}$")
 _CAMPAIGN_KEYS = ("name", "source", "medium", "term", "content")
+_PAGE_KEYS = ("url", "referrer", "title")
+#: Read in every table that holds interactions: the messageId, who, when, the context.
+COMMON_COLUMNS = (
+    "id", "user_id", "anonymous_id", "timestamp", "original_timestamp", "received_at",
+    *(f"context_page_{key}" for key in _PAGE_KEYS), "context_user_agent", "context_locale",
+    "context_ip", *(f"context_campaign_{key}" for key in _CAMPAIGN_KEYS),
+)  # fmt: skip
 
 
 def table_of(stream_name: str) -> str:
@@ -235,6 +242,28 @@ class SegmentMapping(Mapping):
         from target_miso.mappings.declarative.pages import read_page_rules  # noqa: PLC0415
 
         return read_page_rules(setting, f"{self.config_path}.page_rules")
+
+    def columns(self) -> Columns:
+        """Return the columns the preset reads in this stream's table, with its options.
+
+        Returns:
+            No column for ``tracks``, ``identifies`` and the other tables without
+            interactions (their rows are only counted);
+            in ``pages`` the common columns and the page's ``url``, ``referrer``, ``title``;
+            in an event table the common columns, the event's name, the product id columns
+            (``product_id_keys`` as Segment names the columns), ``products``, ``quantity``,
+            ``asset_id``, the ``revenue_columns``, ``query`` and ``rating``.
+
+        """
+        if self.table in NON_EVENT_TABLES:
+            return Columns(())
+        if self.table == "pages":
+            return Columns((*COMMON_COLUMNS, *_PAGE_KEYS))
+        names = (
+            *COMMON_COLUMNS, "event", "event_text", *self.product_id_columns, "quantity",
+            "products", "asset_id", *self.revenue_columns, "query", "rating",
+        )  # fmt: skip
+        return Columns(tuple(dict.fromkeys(names)))
 
     def map(self, record: dict[str, t.Any]) -> list[dict[str, t.Any]]:
         """Map one warehouse row.

@@ -21,6 +21,11 @@ from target_miso.mappings.base import MappingConfigError, MappingError
 
 #: Names every expression may use besides the record's columns.
 RECORD_NAMES = frozenset({"record", "_", "__stream_name__", "True", "False", "None"})
+#: The names of the whole record.
+_RECORD_ALIASES = frozenset({"record", "_"})
+#: ``record.get`` and the like are the dict's own; ``record.<other name>`` reads that column
+#: (simpleeval falls back to indexing when a dict has no such attribute).
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 def stream_map_functions() -> dict[str, t.Any]:
@@ -54,12 +59,66 @@ def _free_names(tree: ast.AST) -> frozenset[str]:
     return frozenset(loaded - bound - FUNCTIONS.keys() - RECORD_NAMES)
 
 
+def _record_keys(tree: ast.AST) -> tuple[frozenset[str], str | None]:
+    """Find the columns an expression reads through ``record`` (or ``_``) by a constant key.
+
+    ``record['a b']``, ``record.get('a b')``, ``record.a`` and ``'a' in record`` read one
+    column each. Any other use of the whole record (``record.keys()``, ``json.dumps(record)``,
+    ``record[name]``, a comprehension that binds ``_``) reads columns no one can list before
+    the row arrives.
+
+    Returns:
+        The keys, and None or, when the record is used as a whole, how.
+
+    """
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Name) or node.id not in _RECORD_ALIASES:
+            continue
+        key = None if isinstance(node.ctx, ast.Store) else _constant_key(node, parents)
+        if key is None:
+            return frozenset(), f"it uses {node.id!r} as a whole, not by a constant column name"
+        keys.add(key)
+    return frozenset(keys), None
+
+
+def _constant_key(name: ast.Name, parents: dict[ast.AST, ast.AST]) -> str | None:
+    parent = parents.get(name)
+    if isinstance(parent, ast.Subscript) and parent.value is name:
+        return _text(parent.slice)
+    if isinstance(parent, ast.Attribute) and parent.value is name:
+        if parent.attr not in _DICT_ATTRIBUTES:
+            return parent.attr
+        call = parents.get(parent)
+        if parent.attr == "get" and isinstance(call, ast.Call) and call.func is parent:
+            return _text(call.args[0]) if call.args else None
+        return None
+    if (
+        isinstance(parent, ast.Compare)
+        and [type(op) for op in parent.ops] in ([ast.In], [ast.NotIn])
+        and parent.comparators[0] is name
+    ):
+        return _text(parent.left)
+    return None
+
+
+def _text(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
 class Expression:
     """One expression from the settings, parsed once at start-up.
 
     Attributes:
         text: The expression as written.
-        columns: The record columns it reads (a column missing from a record reads as None).
+        columns: The record columns it reads by name (a column missing from a record reads
+            as None).
+        record_keys: The columns it reads through ``record`` by a constant name.
+        whole_record: None, or how it uses the record as a whole (its columns cannot be
+            listed).
 
     """
 
@@ -99,6 +158,12 @@ class Expression:
                     raise MappingConfigError(path, reason)
         self._tree = ast.Expr(body)
         self.columns = _free_names(body)
+        self.record_keys, self.whole_record = _record_keys(body)
+
+    @property
+    def reads(self) -> frozenset[str] | None:
+        """Every column the expression reads, or None when it reads the record as a whole."""
+        return None if self.whole_record is not None else self.columns | self.record_keys
 
     def evaluate(self, scope: Scope, field: str) -> object:
         """Evaluate against one record.

@@ -22,7 +22,13 @@ import json
 import sqlite3
 import typing as t
 
-from target_miso.mappings.base import Mapping, MappingConfigError, MappingError, raise_errors
+from target_miso.mappings.base import (
+    Columns,
+    Mapping,
+    MappingConfigError,
+    MappingError,
+    raise_errors,
+)
 from target_miso.mappings.declarative.expressions import Expression, Scope, new_evaluator
 from target_miso.mappings.declarative.fields import (
     ValueSpec,
@@ -287,6 +293,9 @@ class CustomMapping(Mapping):
         self._check_common_fields()
         self._check_required_fields()
         self._columns = self._all_columns()
+        #: None, or the setting whose expression reads the record as a whole, and how.
+        self.unlisted: str | None = None
+        self._reads = self._read_columns()
         self._evaluator = new_evaluator()
         self.dedup_store = options.get("dedup_store")
         self.seen = self._open_seen(options, config_path)
@@ -365,6 +374,46 @@ class CustomMapping(Mapping):
                 for name in expression.columns:
                     columns.setdefault(name, expression.path)
         return columns
+
+    def _read_columns(self) -> Columns | None:
+        """Every column a value, the type, the filter or the dedup key reads, by name.
+
+        A ``column:`` reads that column; an expression its names and ``record['...']``.
+        Values inside a column (``key: sku``, ``json.loads(meta)['k']``) are read from that
+        one column. An expression that uses ``record`` as a whole (``record.keys()``,
+        ``record[name]``) may read any column: nothing is listed then (``unlisted`` says
+        which setting), so that a tap selects every column.
+        """
+        specs = [
+            *self.fields.values(),
+            *(spec for outcome in self.type_choice.outcomes for spec in outcome.fields.values()),
+            *([self.type_choice.source] if self.type_choice.source else []),
+        ]
+        expressions = [self.filter, self.dedup_key, *(when for when, _ in self.type_choice.rules)]
+        names: set[str] = set()
+        for spec in specs:
+            if spec.column is not None:
+                names.add(spec.column)
+            expressions.append(spec.expression)
+        for expression in expressions:
+            if expression is None:
+                continue
+            reads = expression.reads
+            if reads is None:
+                self.unlisted = f"{expression.path}: {expression.whole_record}"
+                return None
+            names |= reads
+        return Columns(tuple(sorted(names)))
+
+    def columns(self) -> Columns | None:
+        """Return the columns the settings read (see ``_read_columns``).
+
+        Returns:
+            The columns by name, in alphabetical order, or None when an expression reads the
+            record as a whole.
+
+        """
+        return self._reads
 
     def bind_schema(self, schema: dict[str, t.Any]) -> None:
         """Check that every name the expressions read is a column of the stream.
