@@ -14,7 +14,7 @@ API_KEY = "sandbox-secret-key"
 ROOT = Path(__file__).resolve().parent.parent
 MELTANO = str(Path(sys.executable).with_name("meltano"))
 #: The Meltano plugins the end-to-end tests run.
-PLUGINS = ("tap-postgres", "tap-snowplow-files", "target-miso")
+PLUGINS = ("tap-postgres", "tap-postgres-copy", "tap-snowplow-files", "target-miso")
 
 INTERACTION_SCHEMA = {
     "type": "object",

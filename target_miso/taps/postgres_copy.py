@@ -14,9 +14,10 @@ replication key (rows ``>=`` the bookmark, in its order; a STATE every 10,000 ro
 the end, in the same format as tap-postgres, so a bookmark carries over from one to the
 other), ``--about`` and ``--test``.
 
+``stream_options`` takes tap-postgres's ``custom_where_clauses`` (a partition per run).
 What it does not do: stream maps (records are not turned into Python objects, so there is
 nothing to map; the setting is refused at start-up, and target-miso's own ``mappings`` do
-the mapping), log-based replication and partitions. Values are written as Postgres writes
+the mapping), log-based replication and the SDK's partitions. Values are written as Postgres writes
 JSON: timestamps in ISO 8601 (``timestamptz`` in UTC), numeric as JSON numbers, ``json``
 and ``jsonb`` as JSON, arrays as arrays. Connection options beyond the settings (TLS, ...)
 come from libpq's environment variables (``PGSSLMODE``, ``PGSSLROOTCERT``, ...).
@@ -183,8 +184,14 @@ class PostgresCopyStream(SQLStream):
             columns=sql.SQL(", ").join(sql.Identifier(column) for column in columns), table=table
         )
         key = sql.Identifier(self.replication_key) if self.replication_key else None
+        conditions = [
+            sql.SQL("({})").format(sql.SQL(clause))  # the operator's own SQL, as in tap-postgres
+            for clause in self._where_clauses()
+        ]
         if key is not None and start is not None:
-            inner += sql.SQL(" WHERE {key} >= {start}").format(key=key, start=sql.Literal(start))
+            conditions.append(sql.SQL("{key} >= {start}").format(key=key, start=sql.Literal(start)))
+        if conditions:
+            inner += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions)
         as_json = sql.SQL("row_to_json(r)")
         if self.config.get("omit_null_values"):
             as_json = sql.SQL("json_strip_nulls(row_to_json(r))")
@@ -193,6 +200,14 @@ class PostgresCopyStream(SQLStream):
         return sql.SQL(
             "COPY (SELECT {bookmark}, {as_json} FROM ({inner}) AS r{order}) TO STDOUT"
         ).format(bookmark=bookmark, as_json=as_json, inner=inner, order=order)
+
+    def _where_clauses(self) -> list[str]:
+        options = (self.config.get("stream_options") or {}).get(self.name) or {}
+        clauses = options.get("custom_where_clauses") or []
+        if not isinstance(clauses, list) or not all(isinstance(c, str) for c in clauses):
+            msg = f"stream_options.{self.name}.custom_where_clauses must be a list of SQL texts"
+            raise CopyReadError(msg)
+        return clauses
 
     def _line_prefix(self) -> str:
         if self.stream_maps and any(
@@ -259,6 +274,14 @@ class TapPostgresCopy(SQLTap):
             th.ArrayType(th.StringType),
             title="Schemas",
             description="Discover only the tables and views of these schemas (default: all).",
+        ),
+        th.Property(
+            "stream_options",
+            th.ObjectType(additional_properties=True),
+            title="Stream options",
+            description="Per stream (by its id, e.g. `atomic-events_for_miso_narrow`): "
+            "`custom_where_clauses`, SQL conditions a row must meet, as in tap-postgres (one "
+            "partition per run: `[\"app_id = 'shop'\"]`).",
         ),
         th.Property(
             "omit_null_values",

@@ -61,6 +61,7 @@ class Meltano:
                 }
             ),
             TAP_POSTGRES_DATABASE=DATABASE,
+            TAP_POSTGRES_COPY_DATABASE=DATABASE,
             TAP_POSTGRES_PASSWORD=os.environ.get(
                 "PGPASSWORD", "postgres"
             ),  # any value under trust auth

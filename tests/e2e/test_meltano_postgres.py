@@ -1,6 +1,8 @@
-"""`meltano run tap-postgres target-miso` on a Snowplow Postgres loader schema.
+"""`meltano run <extractor> target-miso` on a Snowplow Postgres loader schema.
 
-The rows go through the shipped view (atomic.events_for_miso_json, each row as JSON text).
+Both Postgres extractors of meltano.yml: the shipped tap-postgres-copy on
+atomic.events_for_miso_narrow, and MeltanoLabs' tap-postgres on atomic.events_for_miso_json
+(each row as JSON text).
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from tests.e2e.conftest import ROOT, Meltano
 from tests.postgres import database_name, fresh_database
 
 pytestmark = pytest.mark.e2e
+#: meltano.yml's Postgres extractors and the stream each reads.
+EXTRACTORS = {
+    "tap-postgres-copy": "atomic-events_for_miso_narrow",
+    "tap-postgres": "atomic-events_for_miso_json",
+}
+
+#: The tests below use tap-postgres features (stream_options, payload_column) on its stream.
+STREAM = EXTRACTORS["tap-postgres"]
 STATE_ID = "dev:tap-postgres-to-target-miso"
-STREAM = "atomic-events_for_miso_json"  # the shipped stream
 
 
 def by_time(interactions):
@@ -32,15 +41,22 @@ def load(conn, events, *, create=False):
         sample_postgres.create_view(conn, "atomic")
 
 
-def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db, sandbox):
+@pytest.fixture(params=list(EXTRACTORS))
+def extractor(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_two_incremental_runs_deliver_each_event_exactly_once(
+    meltano, events_db, sandbox, extractor
+):
     events = samples.sample_events()
     load(events_db, events[:10], create=True)
 
-    meltano("run", "tap-postgres", "target-miso")
+    meltano("run", extractor, "target-miso")
     first = list(sandbox.interactions)
-    bookmark = meltano.state()
+    bookmark = meltano.state(f"dev:{extractor}-to-target-miso")
     load(events_db, events[10:])
-    second_run = meltano("run", "tap-postgres", "target-miso")
+    second_run = meltano("run", extractor, "target-miso")
 
     assert [i["type"] for i in by_time(first)] == [
         "product_detail_page_view",
@@ -50,10 +66,11 @@ def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db
     assert by_time(sandbox.interactions) == samples.expected_interactions(), (
         "every event once, none twice"
     )
-    assert bookmark["singer_state"]["bookmarks"][STREAM]["replication_key_value"].startswith(
+    stream = EXTRACTORS[extractor]
+    assert bookmark["singer_state"]["bookmarks"][stream]["replication_key_value"].startswith(
         "2024-05-01T10:01:20.5"
     )
-    # Snowplow sent one event twice: the preset drops the copy. tap-postgres also re-sends the
+    # Snowplow sent one event twice: the preset drops the copy. The tap also re-sends the
     # boundary row (inclusive bookmark), a page view no rule matched: it was not delivered, so
     # the event-id store did not keep it, and it is mapped and skipped again, not a duplicate.
     assert "        1  snowplow: duplicate event_id\n" in second_run.stderr
@@ -61,22 +78,24 @@ def test_two_incremental_runs_deliver_each_event_exactly_once(meltano, events_db
 
 
 def test_an_api_outage_fails_the_run_and_leaves_the_bookmark(
-    meltano_installed, events_db, tmp_path, sandbox_factory
+    meltano_installed, events_db, tmp_path, sandbox_factory, extractor
 ):
     healthy, down = sandbox_factory(), sandbox_factory(fail_all_status=503)
+    state_id = f"dev:{extractor}-to-target-miso"
     events = samples.sample_events()
     load(events_db, events[:10], create=True)
-    Meltano(tmp_path, healthy)("run", "tap-postgres", "target-miso")
-    before = Meltano(tmp_path, healthy).state()
+    Meltano(tmp_path, healthy)("run", extractor, "target-miso")
+    before = Meltano(tmp_path, healthy).state(state_id)
     load(events_db, events[10:])
 
     outage = Meltano(tmp_path, down, TARGET_MISO_MAX_RETRIES=1)(
-        "run", "tap-postgres", "target-miso", check=False
+        "run", extractor, "target-miso", check=False
     )
 
     assert outage.returncode != 0
     assert "503" in outage.stderr
-    assert Meltano(tmp_path, healthy).state() == before
+    assert before is not None
+    assert Meltano(tmp_path, healthy).state(state_id) == before
     assert down.interactions == []
 
 
@@ -97,7 +116,9 @@ def _load_page_views(conn, count):
     conn.commit()
 
 
-def test_a_killed_run_rerun_loses_nothing(meltano_installed, events_db, tmp_path, sandbox_factory):
+def test_a_killed_run_rerun_loses_nothing(
+    meltano_installed, events_db, tmp_path, sandbox_factory, extractor
+):
     total = 20_000
     _load_page_views(events_db, total)
     sandbox = sandbox_factory(latency_ms=40)
@@ -105,7 +126,7 @@ def test_a_killed_run_rerun_loses_nothing(meltano_installed, events_db, tmp_path
                 "TARGET_MISO_MAX_CONCURRENT_REQUESTS": 1}  # fmt: skip
     meltano = Meltano(tmp_path, sandbox, **settings)
 
-    running = meltano.popen("run", "tap-postgres", "target-miso")
+    running = meltano.popen("run", extractor, "target-miso")
     deadline = time.monotonic() + 120
     while (
         len(sandbox.interactions) < 3000 and time.monotonic() < deadline and running.poll() is None
@@ -115,7 +136,7 @@ def test_a_killed_run_rerun_loses_nothing(meltano_installed, events_db, tmp_path
     running.wait()
     delivered_before_kill = len(sandbox.interactions)
     # The killed run's record is left "running": --force starts anyway (docs/meltano.md).
-    rerun = meltano("run", "--force", "tap-postgres", "target-miso")
+    rerun = meltano("run", "--force", extractor, "target-miso")
 
     received = collections.Counter(i["product_ids"][0] for i in sandbox.interactions)
     assert 0 < delivered_before_kill < total, "killed mid-way"

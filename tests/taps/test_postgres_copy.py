@@ -197,6 +197,17 @@ def test_incremental_runs_resume_at_the_bookmark_written_as_tap_postgres_writes_
     )
 
 
+def test_custom_where_clauses_read_one_partition_next_to_the_bookmark(tmp_path):
+    catalog = select(discover(tmp_path), "shop-events", {"id", "ts"}, key="ts")
+    bookmark = {"replication_key": "ts", "replication_key_value": "2024-05-01T10:00:00.1"}
+    state = {"bookmarks": {"shop-events": bookmark}}
+    where = {"shop-events": {"custom_where_clauses": ["id <> 2", "ts IS NOT NULL"]}}
+
+    found = messages(run_tap(tmp_path, catalog, state=state, stream_options=where))
+
+    assert [r["id"] for r in records(found)] == [3], "1 is before the bookmark, 2 filtered"
+
+
 def test_a_state_follows_every_10000_records_and_covers_exactly_those_before_it(tmp_path):
     with psycopg.connect(dsn_for(DATABASE)) as conn:
         conn.execute(
