@@ -10,10 +10,14 @@ flight), and prints records/s, CPU seconds and peak RSS of each, and the ratios.
     .venv/bin/python scripts/benchmark.py --vendor              # + target-miso==0.9.5 (PyPI)
 
 ``--pipeline`` measures the whole pipeline instead: N Snowplow events in Postgres (the
-loader's layout), tap-postgres, target-miso and ``meltano run``, per extract configuration
-(scripts/benchmark_pipeline.py; docs/performance.md):
+loader's layout), the tap, target-miso and ``meltano run``, per extract configuration: the
+shipped ``copy`` (tap-postgres-copy on the narrow view) against ``select-all`` (tap-postgres,
+every column) and the other tap-postgres ones (scripts/benchmark_pipeline.py;
+docs/performance.md):
 
     .venv/bin/python scripts/benchmark.py --pipeline --records 1000000 --latency 0
+    .venv/bin/python scripts/benchmark.py --pipeline --records 20000 --latency 0 \
+        --configurations select-all copy --steps tap target meltano
 """
 
 from __future__ import annotations
