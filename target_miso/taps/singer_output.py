@@ -26,7 +26,12 @@ class FastSingerWriter(SingerWriter):
             The message as one line of JSON, without its newline.
 
         """
-        return orjson.dumps(message.to_dict()).decode()
+        try:
+            return orjson.dumps(message.to_dict()).decode()
+        except TypeError:
+            # A value orjson does not write, e.g. a Decimal the SDK read from the --state
+            # file: the SDK's own serializer writes it exactly.
+            return super().serialize_message(message)
 
     def write_message(self, message: t.Any) -> None:
         """Write one message; flush unless it is a RECORD.
