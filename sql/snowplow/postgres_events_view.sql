@@ -8,18 +8,18 @@
 --   `unstruct_event` as Snowplow's self-describing JSON envelopes, the "TSV-shaped" layout
 --   the Snowplow preset reads;
 -- * <schema>.events_for_miso_narrow: the same, narrowed to what the preset reads (31 atomic
---   columns, and only the tables of the events and entities it maps), for taps that select
---   columns;
+--   columns, and only the tables of the events and entities it maps). The shipped pipeline
+--   reads this one with tap-postgres-copy, which has Postgres write each row as JSON;
 -- * <schema>.events_for_miso_json: `payload`, the narrowed row serialized as JSON text by
 --   the database (nulls left out), next to event_id, collector_tstamp (and load_tstamp when
---   the table has it) to replicate on, and app_id and domain_userid to partition on. The
---   shipped pipeline reads this one (mapping option payload_column), selecting `payload` and
---   the replication key: the tap moves two columns per row instead of ~130
---   (docs/performance.md, "The whole pipeline").
+--   the table has it) to replicate on, and app_id and domain_userid to partition on: for
+--   MeltanoLabs' tap-postgres (mapping option payload_column), which then moves two columns
+--   per row instead of ~130 (docs/performance.md, "The whole pipeline").
 --
--- Replicate one of them with tap-postgres (stream `<schema>-events_for_miso_json`, ...;
--- replication key load_tstamp when <schema>.events has it, else collector_tstamp with a
--- lookback: docs/snowplow.md, "Late rows").
+-- Replicate one of them with tap-postgres-copy (stream `<schema>-events_for_miso_narrow`) or
+-- tap-postgres (`<schema>-events_for_miso_json`, ...); replication key load_tstamp when
+-- <schema>.events has it, else collector_tstamp with a lookback: docs/snowplow.md,
+-- "Late rows".
 --
 -- It finds every shredded table of the schema (any table with root_id and schema_name
 -- columns), so re-run it after the loader creates a table for a new schema:
