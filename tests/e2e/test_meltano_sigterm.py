@@ -4,7 +4,8 @@ Meltano 4.4 forwards the SIGTERM to the tap and the target and cancels its own r
 target's output: a STATE the target writes while it drains is never saved (measured here), so
 the next run re-reads everything past the last STATE saved before the signal. The target's
 resend guard keeps that re-read from reaching Miso twice, whatever the preset: here a plain
-table with the passthrough preset, which has no ids of its own to drop repeats by.
+table with the passthrough preset, which has no ids of its own to drop repeats by, read by
+either Postgres extractor of meltano.yml.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ ROWS = 20_000
 STREAM = "web-events"
 
 
-def _meltano(tmp_path, sandbox) -> Meltano:
+def _meltano(tmp_path, sandbox, extractor) -> Meltano:
+    prefix = extractor.upper().replace("-", "_")  # TAP_POSTGRES, TAP_POSTGRES_COPY
     return Meltano(
         tmp_path,
         sandbox,
-        TAP_POSTGRES_FILTER_SCHEMAS='["web"]',
-        TAP_POSTGRES__SELECT=json.dumps([f"{STREAM}.*"]),
-        TAP_POSTGRES__METADATA=json.dumps(
-            {STREAM: {"replication-method": "INCREMENTAL", "replication-key": "seq"}}
-        ),
+        **{
+            f"{prefix}_FILTER_SCHEMAS": '["web"]',
+            f"{prefix}__SELECT": json.dumps([f"{STREAM}.*"]),
+            f"{prefix}__METADATA": json.dumps(
+                {STREAM: {"replication-method": "INCREMENTAL", "replication-key": "seq"}}
+            ),
+        },
         TARGET_MISO_MAPPINGS=json.dumps({STREAM: {"preset": "passthrough"}}),
         TARGET_MISO_UNMATCHED_MAPPINGS="warn",  # meltano.yml's Snowplow keys match nothing here
         TARGET_MISO_BATCH_SIZE_ROWS=500,
@@ -41,14 +45,16 @@ def _meltano(tmp_path, sandbox) -> Meltano:
     )
 
 
+@pytest.mark.usefixtures("meltano_installed")
+@pytest.mark.parametrize("extractor", ["tap-postgres-copy", "tap-postgres"])
 @pytest.mark.parametrize("stopped", ["meltano", "process group"])
 def test_a_sigterm_run_then_a_rerun_delivers_every_row_once(
-    meltano_installed, events_db, tmp_path, sandbox_factory, stopped
+    events_db, tmp_path, sandbox_factory, stopped, extractor
 ):
     create_web_events(events_db, 1, ROWS)
     sandbox = sandbox_factory(latency_ms=300)  # the tap reads far ahead of delivery
-    meltano = _meltano(tmp_path, sandbox)
-    running = meltano.popen("run", "tap-postgres", "target-miso")
+    meltano = _meltano(tmp_path, sandbox, extractor)
+    running = meltano.popen("run", extractor, "target-miso")
     deadline = time.monotonic() + 300
     while len(sandbox.interactions) < 9_000 and running.poll() is None:
         assert time.monotonic() < deadline, "the run did not get going"
@@ -63,7 +69,7 @@ def test_a_sigterm_run_then_a_rerun_delivers_every_row_once(
     assert running.returncode == 143, stderr[-3000:]
     assert "stopped at once" not in stderr, "Meltano's forwarded SIGTERM is the same request"
     assert "delivering what was read" in stderr
-    rerun = meltano("run", "--force", "tap-postgres", "target-miso")
+    rerun = meltano("run", "--force", extractor, "target-miso")
 
     received = collections.Counter(i["product_ids"][0] for i in sandbox.interactions)
     assert 0 < delivered_before < ROWS
