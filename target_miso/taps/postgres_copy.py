@@ -15,12 +15,14 @@ the end, in the same format as tap-postgres, so a bookmark carries over from one
 other), ``--about`` and ``--test``.
 
 ``stream_options`` takes tap-postgres's ``custom_where_clauses`` (a partition per run).
-What it does not do: stream maps (records are not turned into Python objects, so there is
-nothing to map; the setting is refused at start-up, and target-miso's own ``mappings`` do
-the mapping), log-based replication and the SDK's partitions. Values are written as Postgres writes
-JSON: timestamps in ISO 8601 (``timestamptz`` in UTC), numeric as JSON numbers, ``json``
-and ``jsonb`` as JSON, arrays as arrays. Connection options beyond the settings (TLS, ...)
-come from libpq's environment variables (``PGSSLMODE``, ``PGSSLROOTCERT``, ...).
+What it does not do: stream maps, schema flattening and BATCH output (records are never
+Python objects to transform; those settings are refused at start-up, and target-miso's own
+``mappings`` do the mapping), log-based replication and the SDK's partitions.
+
+Values are written as Postgres writes JSON: timestamps in ISO 8601 (``timestamptz`` in
+UTC), numeric as JSON numbers, ``json`` and ``jsonb`` as JSON, arrays as arrays. Connection
+options beyond the settings (TLS, ...) come from libpq's environment variables
+(``PGSSLMODE``, ``PGSSLROOTCERT``, ...).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import orjson
 import sqlalchemy as sa
 from singer_sdk import typing as th
 from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.helpers.capabilities import PluginCapabilities, TapCapabilities
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.sql import SQLConnector, SQLStream, SQLTap
 from sqlalchemy.dialects import postgresql
@@ -50,10 +53,13 @@ except ImportError:  # pragma: no cover - the `postgres` extra
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    from singer_sdk.helpers.capabilities import CapabilitiesEnum
     from sqlalchemy.engine import reflection
 
 #: The record's key holding its ready-made RECORD line; the only other key is the bookmark's.
 LINE = "__line__"
+#: Settings of singer-sdk taps that transform or re-encode records: refused at start-up.
+UNSUPPORTED_SETTINGS = ("stream_maps", "flattening_enabled", "batch_config")
 #: Any JSON value: what ``json``/``jsonb`` columns hold (spelled out: the SDK's tools cannot
 #: read ``{}``).
 ANY_JSON: dict[str, t.Any] = {"type": ["object", "array", "string", "number", "boolean", "null"]}
@@ -152,7 +158,8 @@ class PostgresCopyStream(SQLStream):
                 msg = f"stream '{self.name}': the connection is not psycopg's"
                 raise CopyReadError(msg)
             try:
-                yield from self._copy_rows(raw, prefix, key, to_value)
+                start = self.get_starting_replication_key_value(context)
+                yield from self._copy_rows(raw, self._copy_query(start), prefix, key, to_value)
             except psycopg.Error as error:
                 detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 msg = f"stream '{self.name}': Postgres could not read the rows: {detail}"
@@ -161,12 +168,12 @@ class PostgresCopyStream(SQLStream):
     def _copy_rows(
         self,
         raw: psycopg.Connection[t.Any],
+        query: sql.Composed,
         prefix: str,
         key: str | None,
         to_value: Callable[[str], t.Any] | None,
     ) -> Iterator[dict[str, t.Any]]:
         raw.execute("SET TIME ZONE 'UTC'")  # timestamptz values in UTC, whatever the server's
-        query = self._copy_query(self.get_starting_replication_key_value(self.context))
         with raw.cursor() as cursor, cursor.copy(query) as copy:
             copy.set_types(["text", "text"])
             for bookmark, row in copy.rows():
@@ -210,12 +217,6 @@ class PostgresCopyStream(SQLStream):
         return clauses
 
     def _line_prefix(self) -> str:
-        if self.stream_maps and any(
-            getattr(stream_map, "stream_alias", self.name) != self.name
-            for stream_map in self.stream_maps
-        ):  # pragma: no cover - refused at start-up already
-            msg = f"stream '{self.name}': tap-postgres-copy does not apply stream maps"
-            raise CopyReadError(msg)
         head: dict[str, t.Any] = {"type": "RECORD", "stream": self.name}
         if self._stream_version is not None:
             head["version"] = self._stream_version
@@ -261,6 +262,15 @@ class TapPostgresCopy(SQLTap):
 
     name = "tap-postgres-copy"
     package_name = "target-miso"  # the distribution that ships it (for --version)
+    # The SDK's defaults minus stream maps, flattening and batch (see UNSUPPORTED_SETTINGS).
+    capabilities: t.ClassVar[list[CapabilitiesEnum]] = [
+        TapCapabilities.CATALOG,
+        TapCapabilities.STATE,
+        TapCapabilities.DISCOVER,
+        TapCapabilities.ACTIVATE_VERSION,
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
     default_stream_class = PostgresCopyStream
     message_writer_class = FastSingerWriter
     config_jsonschema = th.PropertiesList(
@@ -295,17 +305,19 @@ class TapPostgresCopy(SQLTap):
     ).to_dict()
 
     def setup_mapper(self) -> None:
-        """Refuse ``stream_maps`` before the SDK builds them (this tap cannot apply them).
+        """Refuse, before the SDK uses them, settings that transform records.
 
         Raises:
-            ConfigValidationError: ``stream_maps`` is set.
+            ConfigValidationError: ``stream_maps``, ``flattening_enabled`` or
+                ``batch_config`` is set.
 
         """
-        if self.config.get("stream_maps"):
+        refused = [name for name in UNSUPPORTED_SETTINGS if self.config.get(name)]
+        if refused:
             msg = (
-                "tap-postgres-copy does not apply stream_maps (rows go from Postgres to the "
-                "target without becoming Python values): remove stream_maps, and map in the "
-                "target (target-miso's `mappings`)"
+                f"tap-postgres-copy does not apply {', '.join(refused)}: rows go from Postgres "
+                "to the target as Postgres writes them, never as Python values to transform; "
+                "remove the setting (map in the target: target-miso's `mappings`)"
             )
             raise ConfigValidationError(msg, errors=[msg])
         super().setup_mapper()

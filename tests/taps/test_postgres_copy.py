@@ -278,11 +278,33 @@ def test_a_server_that_cannot_be_reached_fails_without_showing_the_password(tmp_
     assert "s3cret-pa55word" not in done.stderr + done.stdout
 
 
-def test_stream_maps_are_refused_at_start_up(tmp_path):
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("stream_maps", {"shop-events": {"id": None}}),
+        ("flattening_enabled", True),
+        ("batch_config", {"encoding": {"format": "jsonl"}, "storage": {"root": "file:///tmp"}}),
+    ],
+)
+def test_settings_that_transform_records_are_refused_at_start_up(tmp_path, setting, value):
     catalog = select(discover(tmp_path), "shop-events", {"id"})
 
-    done = run_tap(tmp_path, catalog, stream_maps={"shop-events": {"id": None}})
+    done = run_tap(tmp_path, catalog, **{setting: value})
 
     assert done.returncode != 0
-    assert "does not apply stream_maps" in done.stderr
+    assert f"does not apply {setting}" in done.stderr
     assert '"type":"RECORD"' not in done.stdout
+
+
+def test_about_does_not_advertise_what_the_tap_refuses():
+    done = subprocess.run(
+        [sys.executable, "-m", "target_miso.taps.postgres_copy", "--about", "--format=json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    about = json.loads(done.stdout)
+
+    assert {"catalog", "discover", "state", "about"} <= set(about["capabilities"])
+    assert not {"stream-maps", "schema-flattening", "batch"} & set(about["capabilities"])
+    assert {"host", "password", "filter_schemas", "stream_options", "omit_null_values"} <= set(
+        about["settings"]["properties"]
+    )
