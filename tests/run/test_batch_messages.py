@@ -30,6 +30,8 @@ from tests.s3 import free_port, s3_client
 if t.TYPE_CHECKING:
     from pathlib import Path
 
+    from tests.helpers import TargetRun
+
 
 def _write_jsonl(path: Path, records: list[dict], *, gzipped: bool) -> str:
     data = "".join(json.dumps(record) + "\n" for record in records).encode()
@@ -44,6 +46,23 @@ def _batch(files: list[str], encoding: dict | None = None, stream: str = "intera
 
 def _lines(*lines: str) -> str:
     return "\n".join(lines) + "\n"
+
+
+#: The STATE before the BATCH a run cannot read: the only one such a run may write.
+BEFORE = {"bookmarks": {"interactions": {"seq": 0}}}
+
+
+def _run_between_states(config: Path, batch: str) -> TargetRun:
+    """Run the target on SCHEMA, STATE (BEFORE), the BATCH, then a STATE past it."""
+    after = state_message({"bookmarks": {"interactions": {"seq": 1}}})
+    return run_target(config, _lines(schema_message(), state_message(BEFORE), batch, after))
+
+
+def _assert_stopped_before_the_batch(run: TargetRun, message: str) -> None:
+    assert run.returncode == 1
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.states in ([], [BEFORE]), "no STATE past the BATCH it could not read"
 
 
 def test_a_gzip_jsonl_batch_delivers_every_record_before_its_state(sandbox, tmp_path):
@@ -94,23 +113,13 @@ def test_a_bad_record_in_a_batch_file_is_set_aside_like_any_record(sandbox, tmp_
 
 def test_an_encoding_it_cannot_read_stops_the_run_without_state(sandbox, tmp_path):
     files = [_write_jsonl(tmp_path / "b.csv", [interaction(1)], gzipped=False)]
-    before = {"bookmarks": {"interactions": {"seq": 0}}}
     config = write_config(tmp_path, sandbox.url)
 
-    run = run_target(
-        config,
-        _lines(
-            schema_message(),
-            state_message(before),
-            _batch(files, {"format": "csv", "compression": None}),
-            state_message({"bookmarks": {"interactions": {"seq": 1}}}),
-        ),
-    )
+    run = _run_between_states(config, _batch(files, {"format": "csv", "compression": None}))
 
-    assert run.returncode == 1
-    assert "cannot be read (target-miso reads jsonl, jsonl with gzip, and parquet)" in run.stderr
-    assert "Traceback" not in run.stderr
-    assert run.states in ([], [before]), "no STATE past the BATCH it could not read"
+    _assert_stopped_before_the_batch(
+        run, "cannot be read (target-miso reads jsonl, jsonl with gzip, and parquet)"
+    )
 
 
 def test_a_missing_batch_file_stops_the_run_naming_the_file(sandbox, tmp_path):
@@ -270,26 +279,14 @@ def test_a_missing_s3_object_stops_the_run_naming_the_url_and_the_code(
     sandbox, tmp_path, s3_bucket, url, code
 ):
     first = _put_jsonl(s3_bucket, "run-1/part-1.jsonl.gz", [interaction(1)], gzipped=True)
-    before = {"bookmarks": {"interactions": {"seq": 0}}}
     config = write_config(tmp_path, sandbox.url)
 
-    run = run_target(
-        config,
-        _lines(
-            schema_message(),
-            state_message(before),
-            _batch([first, url]),
-            state_message({"bookmarks": {"interactions": {"seq": 1}}}),
-        ),
-    )
+    run = _run_between_states(config, _batch([first, url]))
 
-    assert run.returncode == 1
-    assert f"stream 'interactions': BATCH file {url} cannot be read (S3 error {code}" in (
-        run.stderr
+    _assert_stopped_before_the_batch(
+        run, f"stream 'interactions': BATCH file {url} cannot be read (S3 error {code}"
     )
-    assert "Traceback" not in run.stderr
     assert SECRET not in run.stderr + run.stdout
-    assert run.states in ([], [before]), "no STATE past the BATCH it could not read"
 
 
 def test_an_unreachable_s3_endpoint_stops_the_run_naming_the_url(
