@@ -10,8 +10,8 @@ what it reads) measures, in one run and against one sandbox:
 * the target alone on that file,
 * ``meltano run <tap> target-miso`` end to end, with the repo's meltano.yml,
 * for the shipped configuration (``copy``: tap-postgres-copy on the narrow view), the same
-  against a sandbox that fails requests, and partitions when its tap can read part of a
-  stream (tap-postgres-copy cannot: the step says so and is skipped),
+  against a sandbox that fails requests, and partitions (each through the tap's
+  ``stream_options`` WHERE clause; a tap without that setting is skipped, saying so),
 
 printing rows/s, CPU seconds and peak RSS per process (the Postgres backend that serves the
 tap included) and the ratios the issue asks about, the shipped configuration against
