@@ -102,19 +102,24 @@ def to_number(value: object) -> int | float:
         exponent = t.cast("int", value.as_tuple().exponent)  # an int for finite values
         return int(value) if value == value.to_integral_value() and exponent >= 0 else float(value)
     if isinstance(value, str):
-        try:
-            number = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            try:  # 'NaN', 'Infinity': numbers JSON cannot carry, and said so
-                number = float(value)
-            except ValueError:
-                number = None
+        number = _parse_number(value)
         if number is not None:
-            if not math.isfinite(number):  # 'NaN', 'Infinity', '1e999'
+            if not math.isfinite(number):  # 'NaN', 'Infinity', '1e999': said so, by name
                 raise ValueError(not_finite(number))
             return number
     msg = f"{value!r} is not a number"
     raise ValueError(msg)
+
+
+def _parse_number(text: str) -> int | float | None:
+    # An integer where the text is one ("5"), else a float ("5.0", "1e3", "NaN"), else None.
+    # Texts with a point or an exponent go straight to float (no failed int() on the way).
+    for parse in (float,) if any(c in text for c in ".eE") else (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return None
 
 
 def parse_json_text(value: object) -> object:

@@ -49,22 +49,23 @@ READ_EVENTS = (
 )  # fmt: skip
 READ_SCHEMAS = READ_ENTITIES + READ_EVENTS
 
-#: Atomic columns read whatever the options: which event, its time, who, the page, the
-#: context fields, the page-view key, legacy orders and the struct event's kind.
-ALWAYS = (
-    "event_id", "event", "event_name", "collector_tstamp", "derived_tstamp",
+#: Read by pings' durations (``ping_duration``).
+PING_TIME = "dvce_created_tstamp"
+#: Every atomic column the preset may read, with any options: which event, its time, who,
+#: the page, the context fields, the struct event, legacy orders.
+ALL_ATOMIC = (
+    "event_id", "event", "event_name", "collector_tstamp", "derived_tstamp", PING_TIME,
     "user_id", "domain_userid", "network_userid", "domain_sessionid",
     "page_url", "page_referrer", "page_title", "useragent", "br_lang", "user_ipaddress",
     "mkt_campaign", "mkt_source", "mkt_medium", "mkt_term", "mkt_content",
-    "se_category", "se_action",
+    *STRUCT_COLUMNS.values(),
     "tr_orderid", "tr_total", "ti_orderid", "ti_sku", "ti_quantity",
 )  # fmt: skip
-#: Read by pings' durations (``ping_duration``), after collector_tstamp.
-PING_TIME = "dvce_created_tstamp"
-#: Every atomic column the preset may read, with any options, in the order above.
-ALL_ATOMIC = (
-    *ALWAYS[:5], PING_TIME, *ALWAYS[5:20], *STRUCT_COLUMNS.values(), *ALWAYS[22:],
-)  # fmt: skip
+#: Read only when the options ask: the pings' time, and the struct columns that a struct
+#: rule's template names (the event's category and action are always read).
+BY_OPTION = frozenset({PING_TIME, *STRUCT_COLUMNS.values()} - {"se_category", "se_action"})
+#: Atomic columns read whatever the options.
+ALWAYS = tuple(column for column in ALL_ATOMIC if column not in BY_OPTION)
 #: The JSON envelopes of TSV-shaped rows (S3 files, a COPY of the TSV, the Postgres view).
 ENVELOPES = ("contexts", "derived_contexts", "unstruct_event")
 #: The per-schema columns of Snowflake and BigQuery: a major version (``_1``) or the full
