@@ -358,13 +358,15 @@ class CustomMapping(Mapping):
                 )
                 raise MappingConfigError(spec.path, reason)
 
+    def _value_specs(self) -> list[ValueSpec]:
+        """Every field value setting: the shared fields, then each outcome's."""
+        outcomes = self.type_choice.outcomes
+        return [*self.fields.values(), *(s for o in outcomes for s in o.fields.values())]
+
     def _all_columns(self) -> dict[str, str]:
         """Every column read by name, with the setting that reads it."""
         columns: dict[str, str] = {}
-        for spec in [
-            *self.fields.values(),
-            *(s for o in self.type_choice.outcomes for s in o.fields.values()),
-        ]:
+        for spec in self._value_specs():
             for name in spec.columns:
                 columns.setdefault(name, spec.path)
         for name in self.type_choice.columns:
@@ -384,11 +386,9 @@ class CustomMapping(Mapping):
         ``record[name]``) may read any column: nothing is listed then (``unlisted`` says
         which setting), so that a tap selects every column.
         """
-        specs = [
-            *self.fields.values(),
-            *(spec for outcome in self.type_choice.outcomes for spec in outcome.fields.values()),
-            *([self.type_choice.source] if self.type_choice.source else []),
-        ]
+        specs = self._value_specs()
+        if self.type_choice.source:
+            specs.append(self.type_choice.source)
         expressions = [self.filter, self.dedup_key, *(when for when, _ in self.type_choice.rules)]
         names: set[str] = set()
         for spec in specs:
