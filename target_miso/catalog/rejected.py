@@ -48,7 +48,6 @@ class RejectedRows:
         self._valid: set[str] = set()  # remembered, and valid now
         self._gone: set[str] = set()  # remembered, and not in a completed full read
         #: Rows set aside unchanged since an earlier run, in this run (not written again).
-        self.repeated = 0
 
     def is_repeat(self, record_id: str | None, source: object, reasons: list[str]) -> bool:
         """Note a row being set aside; tell whether an earlier run set it aside unchanged.
@@ -66,7 +65,6 @@ class RejectedRows:
         key = record_id if record_id else f"#{digest}"
         self._seen.add(key)
         if self._before.get(key) == digest:
-            self.repeated += 1
             return True
         self._new[key] = digest
         return False
