@@ -50,11 +50,6 @@ class InputError(ValueError):
     """A line of the input is not JSON or not a record."""
 
 
-def _dump(entry: dict[str, t.Any]) -> str:
-    # The rejects file's writer: valid JSON whatever the record holds (NaN, Infinity, ...).
-    return entry_line(entry)
-
-
 class CatalogPreview:
     """A catalog stream's mapping and checks, as the target's catalog sink runs them."""
 
@@ -217,7 +212,7 @@ class Preview:
             return
         name = catalog.options.kind[:-1]  # product, user
         self.counts[f"{name} records"] += 1
-        self.output.write(_dump({"stream": stream, name: mapped}))
+        self.output.write(entry_line({"stream": stream, name: mapped}))
 
     def flush(self) -> None:
         """Take what the mappings held back (as the target does before each STATE)."""
@@ -235,7 +230,7 @@ class Preview:
             self._reject(stream, "validation", reasons or [str(problem)], source, interaction)
             return
         self.counts["interactions"] += 1
-        self.output.write(_dump({"stream": stream, "interaction": interaction}))
+        self.output.write(entry_line({"stream": stream, "interaction": interaction}))
 
     def _reject(
         self,
@@ -253,7 +248,7 @@ class Preview:
             "record": source,
             "interaction": interaction,
         }
-        self.rejects.write(_dump(entry))
+        self.rejects.write(entry_line(entry))
 
     def summary(self) -> str:
         """Describe the run in a few lines.
